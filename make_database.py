@@ -1,0 +1,585 @@
+#!/usr/bin/env python3
+"""Record one rsync log's copies in the progress database.
+
+rsync_notebooks.py copies every student's notebooks into a destination folder with
+`rsync --itemize-changes --backup --suffix=.bak_T` and writes what rsync printed to a log
+whose first line is `suffix=.bak_T`. This script reads one such log and, for every regular
+file rsync listed:
+
+1. renames the previous version rsync kept (`nb.ipynb.bak_T`) to `nb.bak_T.ipynb`, so that
+   it still opens as a notebook, and records it;
+2. records the current copy.
+
+A record is one row of `summary` (file name relative to the destination, the copy's mtime,
+its owner from users.csv, and the counts of graded code cells by outcome) plus one row of
+`problems` per graded cell. Files under `.ipynb_checkpoints/` are copied but not recorded.
+Each log is applied in one transaction; applying it again, or after a crash, gives the same
+database as one clean run.
+
+Example:
+    ./make_database.py --users-csv users.csv --log sync_logs/sync_2021-10-17T18:26:14.log \\
+        --dest sync_dest --db sync.sqlite
+    ./make_database.py --parse-only hoge/a/notebooks/pl01.ipynb
+
+Exit codes: 0 done (unreadable notebooks are warnings, not failures); 1 the log or the
+database could not be used; 2 bad arguments or an unusable users.csv.
+"""
+
+import argparse
+import csv
+import os
+import re
+import signal
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+
+try:
+    import orjson
+
+    def load_json(data):
+        return orjson.loads(data)
+
+    JSON_ERRORS = (orjson.JSONDecodeError, RecursionError)
+except ImportError:  # the standard library is slower but gives the same answers
+    import json
+
+    def load_json(data):
+        return json.loads(data)
+
+    JSON_ERRORS = (ValueError, RecursionError)
+
+
+# ---------------------------------------------------------------------------- constants
+
+# The seed's two tables exactly (the sqlite3 shell's .schema shows them as the seed README
+# does), then what is added beside them.
+SCHEMA = """\
+CREATE TABLE IF NOT EXISTS summary(filename unique, t, owner, code_ok, code_display, code_stream, code_error, code_empty);
+CREATE TABLE IF NOT EXISTS problems(filename, grade_id, result);
+CREATE INDEX IF NOT EXISTS summary_owner ON summary(owner);
+CREATE INDEX IF NOT EXISTS summary_t ON summary(t);
+CREATE INDEX IF NOT EXISTS problems_filename ON problems(filename);
+CREATE TABLE IF NOT EXISTS applied_logs(log unique, suffix);
+"""  # noqa: E501
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+CHECKPOINTS_DIR = ".ipynb_checkpoints"
+UNKNOWN_OWNER = "unknown"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+# Outcomes of a graded cell, in the order the first one found among its outputs wins.
+OUTPUT_PRIORITY = ("error", "display_data", "stream", "execute_result")
+# nbformat v3 names two of them differently.
+V3_OUTPUT_TYPES = {"pyout": "execute_result", "pyerr": "error"}
+ANSWERED = ("execute_result", "display_data", "stream")
+
+# A backup rsync made in the cycle with suffix `.bak_T`, after our rename.
+BACKUP_MARK_RE = re.compile(r"\.bak_\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+# `>f+++++++++|hoge/a/notebooks/hello.txt|`: 11 characters of %i, then %n between bars.
+ITEMIZE_RE = re.compile(r"^([<>ch.*][fdLDS][^|]{9})\|(.*)\|$", re.DOTALL)
+OCTAL_ESCAPE_RE = re.compile(rb"\\#([0-7]{3})")
+
+
+class UsersCsvError(Exception):
+    """users.csv cannot be used at all (missing, unreadable, or without a required column)."""
+
+
+class LogError(Exception):
+    """A sync log cannot be used (missing, or without its `suffix=` first line)."""
+
+
+# ---------------------------------------------------------------------------- users.csv
+
+
+@dataclass
+class User:
+    uid: str
+    notebooks: str  # as written in users.csv
+    line: int
+    attrs: dict
+
+
+def read_users_csv(path, warn=None):
+    """Read users.csv: a list of User for the usable rows; bad rows are warned about.
+
+    Spreadsheet files (UTF-8 BOM, CRLF) read the same as plain ones.
+    """
+    warn = warn or (lambda message: print(message, file=sys.stderr))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            rows = list(csv.reader(stream))
+    except OSError as error:
+        raise UsersCsvError(f"{path}: cannot read users file ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsersCsvError(f"{path}: users file is not UTF-8 text") from None
+    if not rows:
+        raise UsersCsvError(f"{path}: users file is empty; it needs a header uid,notebooks")
+    header = [name.strip() for name in rows[0]]
+    missing = [name for name in ("uid", "notebooks") if name not in header]
+    if missing:
+        raise UsersCsvError(f"{path}: users file has no column {' or '.join(missing)}")
+    users = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        record = dict(zip(header, (cell.strip() for cell in row)))
+        uid, notebooks = record.get("uid", ""), record.get("notebooks", "")
+        problem = notebooks_problem(notebooks) or ("" if uid else "empty uid")
+        if problem:
+            warn(f"{path}:{line}: skipped ({problem})")
+            continue
+        attrs = {k: v for k, v in record.items() if k not in ("uid", "notebooks")}
+        users.append(User(uid, notebooks, line, attrs))
+    return users
+
+
+def notebooks_problem(notebooks):
+    """Why rsync must not be given this `notebooks` value, or '' when it is fine."""
+    if not notebooks:
+        return "empty notebooks"
+    if notebooks.startswith("-"):
+        return f"notebooks {notebooks!r} would be read by rsync as an option"
+    if "\0" in notebooks or "\n" in notebooks:
+        return "notebooks contains a NUL or newline character"
+    first = notebooks.split("/", 1)[0]
+    if ":" in first or notebooks.startswith("rsync://"):
+        return f"notebooks {notebooks!r} would be read by rsync as a remote source"
+    return ""
+
+
+def rsync_source(notebooks):
+    """The path handed to rsync for a `notebooks` value (made absolute if it climbs out)."""
+    path = os.path.normpath(notebooks)
+    if path == ".." or path.startswith("../"):
+        path = os.path.abspath(path)
+    return path
+
+
+def dest_relative(notebooks):
+    """Where rsync --relative puts a `notebooks` folder under the destination."""
+    return rsync_source(notebooks).lstrip("/")
+
+
+def owner_prefixes(users):
+    """(prefix, uid) pairs for owner lookup, longest prefix first."""
+    pairs = [(dest_relative(user.notebooks), user.uid) for user in users]
+    return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
+
+
+def owner_of(filename, prefixes):
+    """The uid whose notebooks folder holds `filename` (whole path components), or unknown."""
+    for prefix, uid in prefixes:
+        if prefix in ("", ".") or filename.startswith(prefix + "/"):
+            return uid
+    return UNKNOWN_OWNER
+
+
+# ---------------------------------------------------------------------------- log parsing
+
+
+def decode_rsync_name(raw):
+    """Undo rsync's `\\#ooo` escapes (newline is `\\#012`; non-ASCII under the C locale)."""
+    data = OCTAL_ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 8)]), os.fsencode(raw))
+    return os.fsdecode(data)
+
+
+def parse_log(lines):
+    """(suffix, [file path]) from a sync log's lines, files in log order, no duplicates.
+
+    First line `suffix=.bak_2021-10-17T18:26:14`, then rsync's output, e.g.
+        cd+++++++++|hoge/a/notebooks/|
+        >f+++++++++|hoge/a/notebooks/hello.txt|
+        created directory sync_dest
+    Only regular files (`f` in the second character of %i) are returned.
+    """
+    lines = iter(lines)
+    first = next(lines, "").rstrip("\r\n")
+    if not first.startswith("suffix="):
+        raise LogError("first line is not suffix=...")
+    suffix = first[len("suffix=") :]
+    if not suffix or "/" in suffix:
+        raise LogError(f"bad suffix {suffix!r} in the first line")
+    files, seen = [], set()
+    for line in lines:
+        match = ITEMIZE_RE.match(line.rstrip("\n"))
+        if not match or match.group(1)[1] != "f":
+            continue
+        path = decode_rsync_name(match.group(2))
+        if path not in seen:
+            seen.add(path)
+            files.append(path)
+    return suffix, files
+
+
+def read_log(path):
+    """parse_log of a log file; names are kept as the bytes rsync wrote."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as stream:
+            return parse_log(stream)
+    except OSError as error:
+        raise LogError(f"{path}: cannot read log ({error.strerror})") from None
+    except LogError as error:
+        raise LogError(f"{path}: {error}") from None
+
+
+def is_checkpoint(path):
+    return CHECKPOINTS_DIR in path.split("/")
+
+
+def backup_name(path, suffix):
+    """`dir/nb.ipynb` + `.bak_T` -> `dir/nb.bak_T.ipynb` (the renamed previous version)."""
+    directory, base = os.path.split(path)
+    stem, ext = os.path.splitext(base)
+    return os.path.join(directory, stem + suffix + ext)
+
+
+def source_of(filename):
+    """The file a recorded version belongs to: `dir/nb.bak_T.ipynb` -> `dir/nb.ipynb`."""
+    directory, base = os.path.split(filename)
+    return os.path.join(directory, BACKUP_MARK_RE.sub("", base, count=1))
+
+
+# ---------------------------------------------------------------------------- notebooks
+
+
+def nbgrader_metadata(cell):
+    """A cell's nbgrader metadata dict, or {} for a plain cell or an unknown shape."""
+    metadata = cell.get("metadata") if isinstance(cell, dict) else None
+    nbgrader = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return nbgrader if isinstance(nbgrader, dict) else {}
+
+
+def is_graded(cell):
+    """True for a cell nbgrader grades: it has a grade_id and `grade: true`."""
+    metadata = nbgrader_metadata(cell)
+    return isinstance(metadata.get("grade_id"), str) and metadata.get("grade") is True
+
+
+def cell_source(cell):
+    """The cell's text (v4 `source`, v3 code `input`), a string or a list of strings."""
+    source = cell.get("source", cell.get("input", ""))
+    if isinstance(source, list):
+        return "".join(part for part in source if isinstance(part, str))
+    return source if isinstance(source, str) else ""
+
+
+def cell_outcome(cell):
+    """error, display_data, stream, execute_result (first found, in that order), or
+    empty / non-empty for a cell without any of those outputs."""
+    outputs = cell.get("outputs")
+    found = set()
+    for output in outputs if isinstance(outputs, list) else ():
+        if isinstance(output, dict):
+            kind = output.get("output_type")
+            found.add(V3_OUTPUT_TYPES.get(kind, kind))
+    for kind in OUTPUT_PRIORITY:
+        if kind in found:
+            return kind
+    return "non-empty" if cell_source(cell).strip() else "empty"
+
+
+def notebook_cells(notebook):
+    """The cells of a v4 (`cells`) or v3 (`worksheets[].cells`) notebook, or None."""
+    if not isinstance(notebook, dict):
+        return None
+    if isinstance(notebook.get("cells"), list):
+        return notebook["cells"]
+    worksheets = notebook.get("worksheets")
+    if isinstance(worksheets, list):
+        return [
+            cell
+            for sheet in worksheets
+            if isinstance(sheet, dict) and isinstance(sheet.get("cells"), list)
+            for cell in sheet["cells"]
+        ]
+    return None
+
+
+class NotANotebook(Exception):
+    """The file is not a readable notebook."""
+
+
+def graded_outcomes(notebook):
+    """[(grade_id, cell_type, outcome)] in cell order; a repeated grade_id is listed once,
+    at the place of its first occurrence, with the type and outcome of its last."""
+    cells = notebook_cells(notebook)
+    if cells is None:
+        raise NotANotebook("no cells (neither nbformat 4 nor 3)")
+    outcomes = {}
+    for cell in cells:
+        if is_graded(cell):
+            grade_id = nbgrader_metadata(cell)["grade_id"]
+            outcomes[grade_id] = (grade_id, cell.get("cell_type"), cell_outcome(cell))
+    return list(outcomes.values())
+
+
+def count_outcomes(outcomes):
+    """(code_ok, code_display, code_stream, code_error, code_empty) over graded code cells."""
+    code = [outcome for _, cell_type, outcome in outcomes if cell_type == "code"]
+    return tuple(
+        code.count(kind) for kind in ("execute_result", "display_data", "stream", "error", "empty")
+    )
+
+
+def parse_notebook_bytes(data):
+    """(counts, [(grade_id, outcome)]) for a notebook's bytes; NotANotebook when unreadable."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        notebook = load_json(data)
+    except JSON_ERRORS as error:
+        raise NotANotebook(f"not JSON ({str(error).splitlines()[0][:120]})") from None
+    outcomes = graded_outcomes(notebook)
+    return count_outcomes(outcomes), [(grade_id, outcome) for grade_id, _, outcome in outcomes]
+
+
+def parse_notebook(path):
+    """parse_notebook_bytes of a file (NotANotebook when it cannot be read)."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except OSError as error:
+        raise NotANotebook(f"cannot read ({error.strerror})") from None
+    return parse_notebook_bytes(data)
+
+
+# ---------------------------------------------------------------------------- applying a log
+
+
+@dataclass
+class Record:
+    filename: str  # relative to dest
+    t: str
+    owner: str
+    counts: tuple  # five ints, or five None for an unreadable notebook
+    problems: list  # [(grade_id, outcome)]
+
+
+def text_name(filename):
+    """A name fit for the database: bytes that are not UTF-8 become `\\xNN` escapes."""
+    return os.fsencode(filename).decode("utf-8", "backslashreplace")
+
+
+def local_time(seconds):
+    return time.strftime(TIME_FORMAT, time.localtime(seconds))
+
+
+def make_record(dest, filename, owner, warn):
+    """The Record of one copied file, or None when it is gone from dest."""
+    path = os.path.join(dest, filename)
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return None
+    name, t = text_name(filename), local_time(mtime)
+    if not filename.endswith(".ipynb"):
+        return Record(name, t, owner, (0, 0, 0, 0, 0), [])
+    try:
+        counts, problems = parse_notebook(path)
+    except NotANotebook as error:
+        warn(
+            f"warning: {text_name(path)}: not a readable notebook: {error}; recorded without counts"
+        )
+        return Record(name, t, owner, (None,) * 5, [])
+    return Record(name, t, owner, counts, problems)
+
+
+def rename_backups(dest, files, suffix):
+    """Give each previous version rsync kept its readable name; return the versions
+    to record, [(recorded name, source path)], in log order."""
+    versions = []
+    for path in files:
+        if is_checkpoint(path):
+            continue
+        kept, renamed = path + suffix, backup_name(path, suffix)
+        kept_path, renamed_path = os.path.join(dest, kept), os.path.join(dest, renamed)
+        if os.path.lexists(kept_path) and not os.path.lexists(renamed_path):
+            os.rename(kept_path, renamed_path)
+        if os.path.isfile(renamed_path) and not os.path.islink(renamed_path):
+            versions.append((renamed, path))
+        versions.append((path, path))
+    return versions
+
+
+def write_summary(conn, records):
+    conn.executemany(
+        "INSERT OR REPLACE INTO summary(filename, t, owner,"
+        " code_ok, code_display, code_stream, code_error, code_empty)"
+        " VALUES (?,?,?,?,?,?,?,?)",
+        [(r.filename, r.t, r.owner, *r.counts) for r in records],
+    )
+
+
+def write_problems(conn, records):
+    conn.executemany("DELETE FROM problems WHERE filename = ?", [(r.filename,) for r in records])
+    conn.executemany(
+        "INSERT INTO problems(filename, grade_id, result) VALUES (?,?,?)",
+        [(r.filename, grade_id, result) for r in records for grade_id, result in r.problems],
+    )
+
+
+def write_applied_log(conn, log, suffix):
+    conn.execute(
+        "INSERT OR REPLACE INTO applied_logs(log, suffix) VALUES (?,?)",
+        (os.path.basename(log), suffix),
+    )
+
+
+def connect(db):
+    """Open (creating if needed) the database in WAL mode with the schema in place."""
+    conn = sqlite3.connect(db, timeout=60, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def build_records(dest, versions, users, warn):
+    prefixes = owner_prefixes(users)
+    records = []
+    for filename, source in versions:
+        record = make_record(dest, filename, owner_of(source, prefixes), warn)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def apply_log(conn, log, dest, users, warn=None):
+    """Apply one sync log: rename backups, then record every version in one transaction.
+
+    Returns the number of versions recorded.
+    """
+    warn = warn or (lambda message: print(message, file=sys.stderr))
+    suffix, files = read_log(log)
+    versions = rename_backups(dest, files, suffix)
+    records = build_records(dest, versions, users, warn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        write_summary(conn, records)
+        write_problems(conn, records)
+        write_applied_log(conn, log, suffix)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(records)
+
+
+def restrict_to_instructor(paths):
+    """Make the database files private to the instructor: mode 0600, and when run through
+    sudo, owned by the account that ran sudo."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    for path in paths:
+        if os.path.exists(path):
+            os.chmod(path, 0o600)
+            if os.geteuid() == 0 and uid and gid:
+                os.chown(path, int(uid), int(gid))
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--users-csv",
+        default="users.csv",
+        help="CSV file with columns uid and notebooks; owners are found from it "
+        "(default: %(default)s).",
+    )
+    parser.add_argument(
+        "--log", help="The sync log to apply, as written by rsync_notebooks.py (required)."
+    )
+    parser.add_argument(
+        "--dest",
+        default="sync_dest",
+        help="The folder rsync copied the notebooks into (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--db", default="sync.sqlite", help="The SQLite database to update (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Print what the log would record, renaming nothing and writing nothing.",
+    )
+    parser.add_argument(
+        "--parse-only",
+        metavar="FILE.ipynb",
+        help="Print one notebook's counts and graded cells, and do nothing else.",
+    )
+    return parser
+
+
+def print_parse_only(path):
+    try:
+        counts, problems = parse_notebook(path)
+    except NotANotebook as error:
+        print(f"{path}: not a readable notebook: {error}", file=sys.stderr)
+        return 1
+    names = ("code_ok", "code_display", "code_stream", "code_error", "code_empty")
+    print(" ".join(f"{name}={value}" for name, value in zip(names, counts)))
+    for grade_id, outcome in problems:
+        print(f"{grade_id}\t{outcome}")
+    return 0
+
+
+def print_dry_run(log, dest, users):
+    suffix, files = read_log(log)
+    prefixes = owner_prefixes(users)
+    for path in files:
+        if is_checkpoint(path):
+            continue
+        for name in (backup_name(path, suffix), path + suffix):
+            if os.path.lexists(os.path.join(dest, name)):
+                print(f"previous version\t{backup_name(path, suffix)}\t{owner_of(path, prefixes)}")
+                break
+        print(f"current version\t{path}\t{owner_of(path, prefixes)}")
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.parse_only:
+        return print_parse_only(args.parse_only)
+    if not args.log:
+        print("Error: --log is required (or --parse-only FILE.ipynb).", file=sys.stderr)
+        return 2
+    try:
+        users = read_users_csv(args.users_csv)
+        if args.dry_run:
+            return print_dry_run(args.log, args.dest, users)
+        os.umask(0o077)
+        conn = connect(args.db)
+        # Ctrl-C or SIGTERM waits until the log is applied: never half a log.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            recorded = apply_log(conn, args.log, args.dest, users)
+        finally:
+            conn.close()
+            restrict_to_instructor([args.db, args.db + "-wal", args.db + "-shm"])
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    except UsersCsvError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    except LogError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+    except (sqlite3.Error, OSError) as error:
+        print(f"Error: {args.db}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(f"{args.log}: recorded {recorded} versions in {args.db}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""Copy every student's notebooks every few minutes, keeping every older version.
+
+Each cycle:
+1. picks a timestamp T (local time, never the same as an earlier cycle's);
+2. runs one rsync over the `notebooks` folders listed in users.csv into the destination,
+   keeping each replaced file as `<name>.bak_T`, and writes rsync's itemized output to
+   `<log-dir>/sync_T.log` (first line `suffix=.bak_T`);
+3. runs make_database.py (the one beside this script) on that log to record every new
+   version in the SQLite database;
+4. sleeps max(--min-sleep, time taken / --overhead) seconds.
+
+rsync runs through sudo (students' folders are often readable only by root) unless
+--no-sudo is given or this is already root. No shell ever sees a path: every command is an
+argument list. Only one instance runs per destination (a lock file `<dest>.lock`). The
+destination, the logs and the database are private to the account that started this
+script (the one that ran sudo, when it was started through sudo).
+
+Example:
+    ./rsync_notebooks.py --no-sudo --users-csv users.csv --dest sync_dest --db sync.sqlite
+
+Exit codes: 0 every cycle completed; 1 a cycle failed or another instance holds the lock;
+2 bad arguments or an unusable users.csv (then nothing is created).
+"""
+
+import argparse
+import fcntl
+import glob
+import os
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import make_database  # noqa: E402  (the one beside this script, whatever the working dir)
+
+MAKE_DATABASE = os.path.join(HERE, "make_database.py")
+RSYNC_OPTIONS = [
+    "--itemize-changes",
+    "--out-format=%i|%n|",
+    "--relative",
+    "--recursive",
+    "--update",
+    "--perms",
+    "--owner",
+    "--group",
+    "--times",
+    "--links",
+    "--safe-links",
+    "--super",
+    "--one-file-system",
+    "--backup",
+    "--max-size=10m",
+    # What the seed did with `chmod -R +rX dest` afterwards, without a second walk of the
+    # tree: the instructor's (unprivileged) viewer can read every copy. The destination
+    # folder itself is 0700, so no other account can.
+    "--chmod=a+rX",
+]
+# rsync exit codes that still mean the cycle did its job.
+RSYNC_OK = {
+    0: "success",
+    23: "some files were not transferred (unreadable or special files)",
+    24: "some source files vanished while being copied (a student saved or deleted them)",
+}
+TIME_FORMAT = make_database.TIME_FORMAT
+
+
+class StopRequested(Exception):
+    """Ctrl-C or SIGTERM arrived; the loop stops between steps."""
+
+
+class AlreadyRunning(Exception):
+    """Another rsync_notebooks.py holds the destination's lock."""
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+
+def rsync_command(sources, dest, suffix, sudo):
+    """The rsync argument list for one cycle (no shell ever sees it)."""
+    prefix = ["sudo", "--"] if sudo else []
+    return [*prefix, "rsync", *RSYNC_OPTIONS, f"--suffix={suffix}", "--", *sources, dest + "/"]
+
+
+def make_database_command(args, log, sudo):
+    prefix = ["sudo", "--"] if sudo else []
+    return [
+        *prefix,
+        sys.executable,
+        MAKE_DATABASE,
+        "--users-csv",
+        args.users_csv,
+        "--log",
+        log,
+        "--dest",
+        args.dest,
+        "--db",
+        args.db,
+    ]
+
+
+def next_timestamp(now, previous, log_dir):
+    """T for a new cycle: now, but later than the previous cycle's T and with no log yet."""
+    t = int(now)
+    if previous is not None:
+        t = max(t, previous + 1)
+    while os.path.lexists(log_path(log_dir, t)):
+        t += 1
+    return t
+
+
+def format_t(seconds):
+    return time.strftime(TIME_FORMAT, time.localtime(seconds))
+
+
+def log_path(log_dir, t):
+    return os.path.join(log_dir, f"sync_{format_t(t)}.log")
+
+
+def sleep_seconds(took, overhead, min_sleep):
+    return max(min_sleep, took / overhead) if overhead > 0 else min_sleep
+
+
+def student_symlink(path):
+    """The first component of `path` that is a symlink owned by a non-root account, or ''.
+
+    A student could point a listed folder (or a folder on the way to it) at a classmate's
+    work; root-owned links such as /home -> /data/home are fine.
+    """
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        if not prefix:
+            continue
+        try:
+            info = os.lstat(prefix)
+        except OSError:
+            return ""
+        if os.path.islink(prefix) and info.st_uid != 0:
+            return prefix
+    return ""
+
+
+def folder_missing(path):
+    """True when `path` is surely not a folder (one we may not stat is left to rsync)."""
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except PermissionError:
+        return False
+    except OSError:
+        return True
+
+
+def usable_sources(users, say):
+    """The rsync sources for this cycle, with a note for each folder skipped."""
+    sources, missing = [], []
+    for user in users:
+        source = make_database.rsync_source(user.notebooks)
+        link = student_symlink(source)
+        if link:
+            say(f"refused {source} (uid {user.uid}): {link} is a symlink owned by a user")
+        elif folder_missing(source):
+            missing.append(source)
+        elif source not in sources:
+            sources.append(source)
+    if missing:
+        say(f"skipped {len(missing)} missing folder(s): {' '.join(map(shlex.quote, missing))}")
+    return sources
+
+
+# ---------------------------------------------------------------------------- I/O
+
+
+def instructor_ids():
+    """(uid, gid) of the account that owns what we write: the sudo caller, else ourselves."""
+    if os.geteuid() == 0 and os.environ.get("SUDO_UID") and os.environ.get("SUDO_GID"):
+        return int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"])
+    return os.geteuid(), os.getegid()
+
+
+def make_private(path):
+    """Give `path` to the instructor, with no access for any other account."""
+    os.chmod(path, 0o700 if os.path.isdir(path) else 0o600)
+    uid, gid = instructor_ids()
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+
+
+def prepare_folders(args):
+    for folder in (args.dest, args.log_dir):
+        os.makedirs(folder, exist_ok=True)
+        make_private(folder)
+
+
+def take_lock(dest):
+    """An exclusive lock on `<dest>.lock`, held while this process lives."""
+    path = os.path.normpath(dest) + ".lock"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        message = f"{path} is locked: another rsync_notebooks.py copies into {dest}"
+        raise AlreadyRunning(message) from None
+    make_private(path)
+    return handle
+
+
+def run(command, **kwargs):
+    """Run one command (an argument list, never a shell); its exit code, or 127."""
+    try:
+        return subprocess.run(command, check=False, **kwargs).returncode
+    except OSError as error:
+        print(f"cannot run {command[0]}: {error}", file=sys.stderr)
+        return 127
+
+
+def run_rsync(sources, args, t, log, sudo):
+    """Run rsync for one cycle, its output into `log`; True when the cycle may go on."""
+    suffix = f".bak_{format_t(t)}"
+    command = rsync_command(sources, args.dest, suffix, sudo)
+    print(f"{shlex.join(command)} > {shlex.quote(log)}", flush=True)
+    with open(log, "x") as stream:  # "x": an existing log is never overwritten
+        make_private(log)
+        stream.write(f"suffix={suffix}\n")
+        stream.flush()
+        code = run(command, stdout=stream)
+    if code in RSYNC_OK:
+        if code:
+            print(f"rsync exit {code}: {RSYNC_OK[code]}; carrying on")
+        return True
+    print(f"error: rsync failed with exit code {code}; see {log}", file=sys.stderr)
+    return False
+
+
+def log_lists_files(log):
+    try:
+        return bool(make_database.read_log(log)[1])
+    except make_database.LogError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return False
+
+
+def apply(args, log, sudo):
+    """Run make_database.py on one log; True when it succeeded (or had nothing to do)."""
+    if not log_lists_files(log):
+        print(f"{log}: no file changed")
+        return True
+    command = make_database_command(args, log, sudo)
+    print(" " + shlex.join(command), flush=True)
+    code = run(command)
+    if code != 0:
+        print(f"error: make_database.py failed with exit code {code} on {log}", file=sys.stderr)
+    return code == 0
+
+
+class Stopper:
+    """Turns Ctrl-C and SIGTERM into a request that the loop honours between steps."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def install(self):
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self.request)
+
+    def request(self, number, frame):
+        print(f"\n{signal.Signals(number).name}: stopping after the current step", flush=True)
+        self.event.set()
+
+    def check(self):
+        if self.event.is_set():
+            raise StopRequested
+
+    def sleep(self, seconds):
+        if self.event.wait(seconds):
+            raise StopRequested
+
+
+def one_cycle(args, users, previous_t, sudo):
+    """Run one cycle; (T, completed)."""
+    t = next_timestamp(time.time(), previous_t, args.log_dir)
+    print(f"======== {format_t(t)} ========", flush=True)
+    sources = usable_sources(users, print)
+    log = log_path(args.log_dir, t)
+    ok = run_rsync(sources, args, t, log, sudo) if sources else write_empty_log(log, t)
+    # Even after a failed or interrupted rsync the log is applied: what was copied and
+    # what was kept as a backup is recorded.
+    return t, apply(args, log, sudo) and ok
+
+
+def write_empty_log(log, t):
+    print("no folder to copy")
+    with open(log, "x") as stream:
+        make_private(log)
+        stream.write(f"suffix=.bak_{format_t(t)}\n")
+    return True
+
+
+def sync_loop(args, users, sudo, stopper):
+    """The cycles of a normal run; True when every one completed."""
+    all_ok, previous_t, cycle = True, None, 0
+    try:
+        while args.repeat < 0 or cycle < args.repeat:
+            started = time.monotonic()
+            previous_t, ok = one_cycle(args, users, previous_t, sudo)
+            all_ok = all_ok and ok
+            cycle += 1
+            took = time.monotonic() - started
+            if args.repeat >= 0 and cycle >= args.repeat:
+                print(f"took {took:.2f} sec to update")
+                break
+            stopper.check()
+            pause = sleep_seconds(took, args.overhead, args.min_sleep)
+            print(f"took {took:.2f} sec to update, sleep {pause:.3g} sec until next update")
+            stopper.sleep(pause)
+    except StopRequested:
+        print("stopped")
+    return all_ok
+
+
+def replay_logs(args, sudo, stopper):
+    """Apply every log in the log folder, oldest first, without rsync."""
+    logs = sorted(glob.glob(os.path.join(glob.escape(args.log_dir), "sync_*.log")))
+    if not logs:
+        print(f"no sync_*.log in {args.log_dir}")
+    all_ok = True
+    for log in logs:
+        all_ok = apply(args, log, sudo) and all_ok
+        if stopper.event.is_set():
+            print("stopped")
+            break
+    return all_ok
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    files = parser.add_argument_group("files")
+    files.add_argument(
+        "--users-csv",
+        default="users.csv",
+        help="CSV file with a header and columns uid and notebooks (the folder to copy) "
+        "(default: %(default)s).",
+    )
+    files.add_argument(
+        "--dest",
+        default="sync_dest",
+        help="Folder the notebooks are copied into, every older version kept beside the "
+        "current one (default: %(default)s).",
+    )
+    files.add_argument(
+        "--log-dir",
+        default="sync_logs",
+        help="Folder for one rsync log per cycle, sync_T.log (default: %(default)s).",
+    )
+    files.add_argument(
+        "--db",
+        default="sync.sqlite",
+        help="SQLite database that make_database.py keeps up to date (default: %(default)s).",
+    )
+    timing = parser.add_argument_group("timing")
+    timing.add_argument(
+        "--repeat",
+        type=int,
+        default=-1,
+        help="How many cycles to run; a negative number runs forever (default: %(default)s).",
+    )
+    timing.add_argument(
+        "--overhead",
+        type=float,
+        default=0.05,
+        help="Largest share of the time spent copying: after a cycle that took S seconds, "
+        "sleep at least S / OVERHEAD seconds (default: %(default)s).",
+    )
+    timing.add_argument(
+        "--min-sleep",
+        type=float,
+        default=300,
+        help="Seconds to sleep between cycles at the least (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--no-sudo",
+        action="store_true",
+        help="Run rsync and make_database.py without sudo, when this account can read "
+        "every folder (default: use sudo unless already root).",
+    )
+    parser.add_argument(
+        "--replay-log",
+        action="store_true",
+        help="Do not copy: apply every log in --log-dir again, oldest first (on a new --db "
+        "this rebuilds the database).",
+    )
+    return parser
+
+
+def check_args(args):
+    """One sentence naming the flag when the arguments cannot work together, else ''."""
+    if args.overhead <= 0:
+        return "--overhead must be a positive number"
+    if args.min_sleep < 0:
+        return "--min-sleep must not be negative"
+    return ""
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        print(f"Error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        users = make_database.read_users_csv(args.users_csv)
+    except make_database.UsersCsvError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    sudo = not args.no_sudo and os.geteuid() != 0
+    os.umask(0o077)
+    stopper = Stopper()
+    stopper.install()
+    try:
+        lock = take_lock(args.dest)  # noqa: F841  (held until exit)
+        prepare_folders(args)
+        if args.replay_log:
+            return 0 if replay_logs(args, sudo, stopper) else 1
+        return 0 if sync_loop(args, users, sudo, stopper) else 1
+    except AlreadyRunning as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
