@@ -1,0 +1,86 @@
+"""Shared helpers: run the real scripts, build tiny courses and notebooks in code."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REALDATA = os.path.join(os.path.dirname(ROOT), "shared", "realdata")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+
+def run_script(script, *args, cwd, env=None, check=True, timeout=120):
+    """Run one of the project's scripts as a user would; the CompletedProcess."""
+    command = [sys.executable, os.path.join(ROOT, script), *map(str, args)]
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{script} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def sync(cwd, *args, **kwargs):
+    """One cycle of rsync_notebooks.py --no-sudo in `cwd`."""
+    return run_script(
+        "rsync_notebooks.py",
+        "--no-sudo",
+        "--repeat",
+        1,
+        "--min-sleep",
+        0,
+        *args,
+        cwd=cwd,
+        **kwargs,
+    )
+
+
+def rows(db, query="SELECT * FROM summary ORDER BY filename", params=()):
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(query, params).fetchall()
+    finally:
+        conn.close()
+
+
+def write_users(path, lines):
+    with open(path, "w") as stream:
+        stream.write("uid,notebooks\n")
+        for uid, notebooks in lines:
+            stream.write(f"{uid},{notebooks}\n")
+
+
+def write_json(path, content, mtime=None):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as stream:
+        json.dump(content, stream)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def write_text(path, text, mtime=None):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as stream:
+        stream.write(text)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+@pytest.fixture
+def hoge(tmp_path):
+    """The seed README's course: users a..e under hoge/, none of the folders made yet."""
+    write_users(tmp_path / "users.csv", [(u, f"hoge/{u}/notebooks") for u in "abcde"])
+    return tmp_path
