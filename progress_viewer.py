@@ -1,0 +1,943 @@
+#!/usr/bin/env python3
+"""A Dash web page showing the class's progress, from the database rsync_notebooks.py keeps.
+
+The activity view draws one row per notebook (older versions and the current one on the
+same row) and one marker per version at the time it was saved: red when a graded cell
+failed, green when every graded code cell printed something, blue otherwise, gray for a
+file that is not a readable notebook; bigger when more problems are answered. Filters: a
+path regexp or suggested path groups, a time window, a sort order, only the latest
+versions, at most N files. Clicking a marker gives a link that opens that version in
+Jupyter (URL_TEMPLATE).
+
+Students' names stay hidden: without the password (PASSWD) every uid and users.csv
+attribute is `*` in everything the server sends.
+
+Settings come from progress_viewer_config.py, looked up in the working directory, then
+beside this script (or --config PATH); see progress_viewer_config.py.example. Run it in
+the directory holding users.csv and sync.sqlite:
+
+    ./progress_viewer.py                 # http://127.0.0.1:8050/
+    gunicorn progress_viewer:application # behind a WSGI server
+
+Exit codes: 0 stopped normally; 2 bad arguments or a config file that cannot be loaded.
+"""
+
+import argparse
+import hmac
+import logging
+import os
+import re
+import runpy
+import sqlite3
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import dash
+import dash_auth
+import flask
+import numpy as np
+import plotly.graph_objects as go
+import re2
+from dash import Input, Output, State, dcc, html
+from werkzeug.exceptions import InternalServerError
+from werkzeug.security import check_password_hash
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import make_database  # noqa: E402  (schema facts and users.csv reading)
+
+LOG = logging.getLogger("progress_viewer")
+
+# ---------------------------------------------------------------------------- settings
+
+CONFIG_NAME = "progress_viewer_config.py"
+DEFAULTS = {
+    "SYNC_SQLITE": "sync.sqlite",
+    "USERS_CSV": "users.csv",
+    "USER_ATTRS": [],  # users.csv columns shown (after the password) in each row's label
+    "PASSWD": "",  # reveals uids and USER_ATTRS; empty: they are never shown
+    "URL_TEMPLATE": "http://localhost:8888/notebooks/sync_dest/{filename}",
+    "BASIC_AUTH_USER_PASSWORD_PAIRS": {},  # {user: password or hash}; empty: no HTTP auth
+    "URL_PREFIX": "/",  # where the page is served, e.g. "/progress/" behind a proxy
+    "REFRESH_SECONDS": 60,  # how often the page re-reads the database
+    "SYNC_DEST": "sync_dest",
+}
+MASK = "*"
+# Wrong passwords: at most this many per client address within the window.
+PASSWORD_FAILURES_ALLOWED = 5
+PASSWORD_WINDOW_SECONDS = 300
+MAX_REGEXP_LENGTH = 1000
+
+# ---------------------------------------------------------------------------- ids
+
+
+class Ids:
+    passwd = "activity_graph_passwd"
+    path_re = "activity_graph_path_re"
+    path_re_options = "activity_graph_path_re_options"
+    threshold = "activity_graph_threshold"
+    time_after = "activity_graph_time_after"
+    time_before = "activity_graph_time_before"
+    sort_criteria = "activity_graph_sort_criteria"
+    show_only_latest = "activity_graph_show_only_latest"
+    max_lines = "activity_graph_max_lines"
+    n_rows = "n_rows"
+    graph = "activity_graph"
+    message = "activity_graph_message"
+    link = "activity_graph_link"
+    interval = "activity_graph_interval"
+
+
+SORT_CRITERIA = {
+    "latest": "latest version first",
+    "most_ok": "most answered first",
+    "most_error": "most errors first",
+    "user": "by user",
+    "team": "by team",
+}
+COLORS = {"red": "error", "green": "all answered", "blue": "in progress", "gray": "unreadable"}
+COUNT_NAMES = ("ok", "display", "stream", "error", "empty")
+
+# ---------------------------------------------------------------------------- settings
+
+
+def find_config(explicit=None):
+    """The config file to use: --config, else one in the working dir, else beside us."""
+    if explicit:
+        return explicit
+    for folder in (os.getcwd(), HERE):
+        path = os.path.join(folder, CONFIG_NAME)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def load_settings(config_path=None, overrides=None):
+    """DEFAULTS, updated by the config file's upper-case names, then by `overrides`."""
+    settings = dict(DEFAULTS)
+    path = find_config(config_path)
+    if path:
+        values = runpy.run_path(path)
+        settings.update({k: v for k, v in values.items() if k.isupper() and k in DEFAULTS})
+        base = os.path.dirname(os.path.abspath(path))
+        for key in ("SYNC_SQLITE", "USERS_CSV", "SYNC_DEST"):
+            if key in values:
+                settings[key] = os.path.join(base, settings[key])
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return settings
+
+
+# ---------------------------------------------------------------------------- secrets
+
+
+def secret_matches(typed, expected):
+    """Constant-time check of a typed secret against a plain or werkzeug-hashed one."""
+    if not expected or not isinstance(typed, str):
+        return False
+    if is_password_hash(expected):
+        return check_password_hash(expected, typed)
+    return hmac.compare_digest(typed.encode(), str(expected).encode())
+
+
+def is_password_hash(value):
+    return isinstance(value, str) and re.match(r"^(pbkdf2:|scrypt:)[^$]*\$[^$]+\$", value)
+
+
+class PasswordGate:
+    """Checks the names password; wrong ones are counted per client and logged."""
+
+    def __init__(self, expected):
+        self.expected = expected
+        self.failures = {}  # client -> [times]
+        self.lock = threading.Lock()
+
+    def recent_failures(self, client, now):
+        return [t for t in self.failures.get(client, []) if now - t < PASSWORD_WINDOW_SECONDS]
+
+    def check(self, typed, client, count_failure):
+        """True when `typed` is the password and `client` is not locked out."""
+        if not typed:
+            return False
+        now = time.monotonic()
+        with self.lock:
+            failures = self.recent_failures(client, now)
+            self.failures[client] = failures
+            if len(failures) >= PASSWORD_FAILURES_ALLOWED:
+                return False
+        if secret_matches(typed, self.expected):
+            return True
+        if count_failure:
+            with self.lock:
+                self.failures[client].append(now)
+            LOG.warning("wrong viewer password from %s", client)
+        return False
+
+
+class SafeBasicAuth(dash_auth.BasicAuth):
+    """dash-auth's basic auth with hashed passwords and a 401 for any malformed header."""
+
+    def is_authorized(self):
+        try:
+            credentials = flask.request.authorization
+        except Exception:  # werkzeug refuses some headers outright
+            return False
+        if credentials is None or credentials.type != "basic":
+            return False
+        return self._auth_func(credentials.username or "", credentials.password or "")
+
+
+def basic_auth_checker(pairs):
+    def check(user, password):
+        expected = pairs.get(user)
+        matched = secret_matches(password, expected if expected else "\0not a password")
+        if not matched:
+            LOG.warning("refused basic auth for user %r", user)
+        return matched and expected is not None
+
+    return check
+
+
+# ---------------------------------------------------------------------------- users.csv
+
+
+@dataclass
+class People:
+    by_uid: dict  # uid -> User
+    prefixes: dict  # uid -> notebooks folder relative to the destination
+
+
+def load_people(path):
+    """users.csv as People; an empty one (with a reason) when it cannot be read."""
+    try:
+        users = make_database.read_users_csv(path, warn=lambda message: None)
+    except make_database.UsersCsvError as error:
+        return People({}, {}), str(error)
+    by_uid = {user.uid: user for user in users}
+    prefixes = {user.uid: make_database.dest_relative(user.notebooks) for user in users}
+    return People(by_uid, prefixes), ""
+
+
+def display_path(source, owner, people):
+    """A notebook's path as shown: relative to its owner's notebooks folder when known."""
+    prefix = people.prefixes.get(owner)
+    if prefix and source.startswith(prefix + "/"):
+        return source[len(prefix) + 1 :]
+    return source
+
+
+def row_label(source, owner, people, attrs, authorized):
+    """`file [attr ...] uid`, with every uid and attribute `*` without the password."""
+    shown = display_path(source, owner, people)
+    user = people.by_uid.get(owner)
+    values = [(user.attrs.get(a, "") if user else "") for a in attrs]
+    if owner != make_database.UNKNOWN_OWNER and not authorized:
+        values, owner = [MASK] * len(values), MASK
+    return f"{shown} [{' '.join(values)}] {owner}" if attrs else f"{shown} {owner}"
+
+
+# ---------------------------------------------------------------------------- the database
+
+
+class DatabaseMissing(Exception):
+    """The database is not there (yet)."""
+
+
+def database_key(db):
+    """Changes whenever a commit lands in the database (its file or its WAL)."""
+    key = []
+    for path in (db, db + "-wal"):
+        try:
+            info = os.stat(path)
+            key.append((info.st_ino, info.st_size, info.st_mtime_ns))
+        except FileNotFoundError:
+            key.append(None)
+    if key[0] is None:
+        raise DatabaseMissing(f"no database at {db}: has rsync_notebooks.py run yet?")
+    return tuple(key)
+
+
+def connect_readonly(db):
+    """A read-only connection; a wrong path never creates an empty database."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(db)) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=10)
+
+
+# Source name and version of a notebook row, computed by SQLite itself:
+# `d/nb.bak_2021-10-17T18:26:14.ipynb` -> source `d/nb.ipynb`.
+BACKUP_GLOB = (
+    "*.bak_[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].ipynb"
+)
+CATALOG_QUERY = """
+SELECT rowid,
+       CASE WHEN filename GLOB ?
+            THEN substr(filename, 1, length(filename) - 30) || '.ipynb'
+            ELSE filename END,
+       t, owner, code_ok, code_display, code_stream, code_error, code_empty
+FROM summary WHERE filename LIKE '%.ipynb'
+"""
+
+
+@dataclass
+class Catalog:
+    """Every notebook version, as arrays sorted by (source, time)."""
+
+    key: tuple
+    sources: list  # source file names
+    source_owner: list  # uid of each source
+    src: np.ndarray  # source index of each version
+    t: np.ndarray  # datetime64[s], local time
+    rowid: np.ndarray
+    counts: np.ndarray  # (n, 5) float32, NaN for an unreadable notebook
+    cache: dict = field(default_factory=dict)
+
+
+def to_float(value):
+    return np.nan if value is None else value
+
+
+def load_catalog(db, key):
+    """Read every notebook row once; O(rows) memory as numpy arrays, not Python objects."""
+    index, sources, owners = {}, [], []
+    parts = {"src": [], "t": [], "rowid": [], "counts": []}
+    conn = connect_readonly(db)
+    try:
+        cursor = conn.execute(CATALOG_QUERY, (BACKUP_GLOB,))
+        while chunk := cursor.fetchmany(65536):
+            rowids, names, times, row_owners, *counts = zip(*chunk)
+            src = np.empty(len(chunk), dtype=np.int32)
+            for i, (name, owner) in enumerate(zip(names, row_owners)):
+                j = index.get(name)
+                if j is None:
+                    j = index[name] = len(sources)
+                    sources.append(name)
+                    owners.append(owner)
+                src[i] = j
+            parts["src"].append(src)
+            parts["t"].append(parse_times(times))
+            parts["rowid"].append(np.array(rowids, dtype=np.int64))
+            columns = [np.array([to_float(v) for v in c], dtype=np.float32) for c in counts]
+            parts["counts"].append(np.column_stack(columns))
+    finally:
+        conn.close()
+    if not sources:
+        empty = np.empty(0)
+        return Catalog(key, [], [], empty.astype(np.int32), empty.astype("datetime64[s]"),
+                       empty.astype(np.int64), np.empty((0, 5), np.float32))  # fmt: skip
+    src, t = np.concatenate(parts["src"]), np.concatenate(parts["t"])
+    order = np.lexsort((t, src))
+    return Catalog(
+        key,
+        sources,
+        owners,
+        src[order],
+        t[order],
+        np.concatenate(parts["rowid"])[order],
+        np.concatenate(parts["counts"])[order],
+    )
+
+
+def parse_times(values):
+    """`2021-10-17T18:26:14` strings to datetime64[s]; anything else becomes NaT."""
+    out = np.empty(len(values), dtype="datetime64[s]")
+    try:
+        out[:] = np.array(values, dtype="datetime64[s]")
+    except (ValueError, TypeError):
+        for i, value in enumerate(values):
+            try:
+                out[i] = np.datetime64(value, "s")
+            except (ValueError, TypeError):
+                out[i] = np.datetime64("NaT")
+    return out
+
+
+class CatalogCache:
+    """The catalog of the database as it is now, re-read only after a commit."""
+
+    def __init__(self):
+        self.current = None
+        self.lock = threading.Lock()
+
+    def get(self, db):
+        key = database_key(db)
+        with self.lock:
+            if self.current is None or self.current.key != key:
+                self.current = load_catalog(db, key)
+            return self.current
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+RELATIVE_RE = re.compile(
+    r"^\s*([-+]?)\s*(\d+(?:\.\d+)?)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?|w|weeks?)\s*$",
+    re.IGNORECASE,
+)
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text, now):
+    """A time-window end: '' (none), `2021-03-15`, `2021-03-15T09:23:00`, or relative
+    to `now` like `-1 days`, `-2 hours`, `-30 mins` (no sign also means ago)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    match = RELATIVE_RE.match(text)
+    if match:
+        sign, amount, unit = match.groups()
+        seconds = float(amount) * UNIT_SECONDS[unit[0].lower()]
+        return now + timedelta(seconds=seconds if sign == "+" else -seconds)
+    try:
+        return datetime.fromisoformat(text.replace("/", "-"))
+    except ValueError:
+        raise ValueError(
+            f"cannot read the time {text!r}: use 2021-03-15, 2021-03-15T09:23:00 or -2 hours"
+        ) from None
+
+
+def compile_regexp(pattern):
+    """A linear-time (RE2) regexp; ValueError with a readable message when it is bad."""
+    if len(pattern) > MAX_REGEXP_LENGTH:
+        raise ValueError(f"the path regexp is longer than {MAX_REGEXP_LENGTH} characters")
+    try:
+        return re2.compile(pattern)
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(f"bad path regexp {pattern!r}: {reason}") from None
+
+
+def parse_positive_int(value, name, default):
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+    if number < 1:
+        raise ValueError(f"{name} must be at least 1")
+    return number
+
+
+def marker_color(counts):
+    """red: an error; green: answers and nothing empty; blue: otherwise; gray: unreadable."""
+    ok, display, stream, error, empty = counts
+    if any(v is None or v != v for v in counts):
+        return "gray"
+    if error > 0:
+        return "red"
+    if ok + display + stream > 0 and empty == 0:
+        return "green"
+    return "blue"
+
+
+def marker_size(counts):
+    """5 + 10 * answered / all five counts (5 when they are all 0 or unknown)."""
+    if any(v is None or v != v for v in counts):
+        return 5.0
+    total = sum(counts)
+    return 5.0 + 10.0 * (counts[0] + counts[1] + counts[2]) / total if total else 5.0
+
+
+def path_groups(sources):
+    """{regexp: number of files} made by replacing one component of a path with [^/]+."""
+    counts = {}
+    for source in sources:
+        parts = source.split("/")
+        for i in range(len(parts)):
+            pattern = (
+                "^"
+                + "/".join("[^/]+" if j == i else re.escape(part) for j, part in enumerate(parts))
+                + "$"
+            )
+            counts.setdefault(pattern, set()).add(source)
+    return counts
+
+
+def suggest_groups(catalog, threshold, authorized):
+    """[(regexp, count)] with at least `threshold` files, most first. Without the password,
+    a group whose files all belong to one student is left out (it would name them)."""
+    groups = catalog.cache.get("groups")
+    if groups is None:
+        owner_of = dict(zip(catalog.sources, catalog.source_owner))
+        groups = [
+            (pattern, len(files), len({owner_of[f] for f in files}))
+            for pattern, files in path_groups(catalog.sources).items()
+        ]
+        groups.sort(key=lambda g: (-g[1], g[0]))
+        catalog.cache["groups"] = groups
+    return [
+        (pattern, count)
+        for pattern, count, n_owners in groups
+        if count >= threshold and (authorized or n_owners > 1)
+    ][:50]
+
+
+def source_mask(catalog, patterns):
+    """Which sources any of the regexps finds (all of them for no regexp)."""
+    if not patterns:
+        return np.ones(len(catalog.sources), dtype=bool)
+    key = ("mask", tuple(patterns))
+    if key not in catalog.cache:
+        compiled = [compile_regexp(p) for p in patterns]
+        catalog.cache[key] = np.fromiter(
+            (any(r.search(s) for r in compiled) for s in catalog.sources),
+            dtype=bool,
+            count=len(catalog.sources),
+        )
+    return catalog.cache[key]
+
+
+@dataclass
+class View:
+    """What the graph shows: the sources in row order and the versions to draw."""
+
+    sources: list  # source indexes, top row first
+    versions: np.ndarray  # indexes into the catalog's arrays
+    rows: dict  # source index -> row number
+
+
+def sort_keys(catalog, latest, criteria, people):
+    """Sort key per shown source (ascending), from each one's latest version."""
+    src = catalog.src[latest]
+    counts = np.nan_to_num(catalog.counts[latest])
+    if criteria == "most_ok":
+        return [(-(c[0] + c[1] + c[2]), -t) for c, t in zip(counts, latest_times(catalog, latest))]
+    if criteria == "most_error":
+        return [(-c[3], -t) for c, t in zip(counts, latest_times(catalog, latest))]
+    if criteria in ("user", "team"):
+        keys = []
+        for s in src:
+            owner = catalog.source_owner[s]
+            user = people.by_uid.get(owner)
+            team = user.attrs.get("team", "") if user else ""
+            keys.append(
+                (team, owner, catalog.sources[s])
+                if criteria == "team"
+                else (owner, catalog.sources[s])
+            )
+        return keys
+    return [(-t,) for t in latest_times(catalog, latest)]
+
+
+def latest_times(catalog, latest):
+    return catalog.t[latest].astype(np.int64)
+
+
+def select_view(catalog, mask, after, before, only_latest, criteria, max_lines, people):
+    """The View for the given filters (pure: the catalog is not changed)."""
+    chosen = mask[catalog.src]
+    if after is not None:
+        chosen &= catalog.t >= np.datetime64(after, "s")
+    if before is not None:
+        chosen &= catalog.t <= np.datetime64(before, "s")
+    picked = np.flatnonzero(chosen)
+    if len(picked) == 0:
+        return View([], picked, {})
+    src = catalog.src[picked]
+    last_of_source = np.append(src[1:] != src[:-1], True)  # sorted by (src, t)
+    latest = picked[last_of_source]
+    keys = sort_keys(catalog, latest, criteria, people)
+    order = sorted(range(len(latest)), key=keys.__getitem__)[:max_lines]
+    shown = [int(catalog.src[latest[i]]) for i in order]
+    rows = {s: n for n, s in enumerate(shown)}
+    if only_latest:
+        versions = latest[np.isin(catalog.src[latest], shown)]
+    else:
+        versions = picked[np.isin(src, shown)]
+    return View(shown, versions, rows)
+
+
+def make_figure(catalog, view, labels):
+    """One row per source, one marker per version; one trace per color, numbers not strings."""
+    versions = view.versions
+    counts = catalog.counts[versions]
+    colors = np.array([marker_color(tuple(c)) for c in counts.tolist()])
+    sizes = np.array([marker_size(tuple(c)) for c in counts.tolist()]).round(1)
+    x = catalog.t[versions].astype("datetime64[ms]").astype(np.int64)
+    y = np.array([view.rows[int(s)] for s in catalog.src[versions]], dtype=np.int32)
+    scatter = go.Scattergl if len(versions) > 2000 else go.Scatter
+    traces = []
+    for color, meaning in COLORS.items():
+        selected = colors == color
+        if not selected.any():
+            continue
+        shown_counts = np.nan_to_num(counts[selected], nan=-1).astype(np.int64)
+        custom = np.column_stack([shown_counts, catalog.rowid[versions[selected]]])
+        hover = (
+            "%{x|%Y-%m-%d %H:%M:%S}<br>"
+            + " / ".join(f"{n} %{{customdata[{i}]}}" for i, n in enumerate(COUNT_NAMES))
+            + "<br>click: link to this version<extra></extra>"
+            if color != "gray"
+            else "%{x|%Y-%m-%d %H:%M:%S}<br>not a readable notebook<extra></extra>"
+        )
+        traces.append(
+            scatter(
+                x=x[selected],
+                y=y[selected],
+                customdata=custom,
+                mode="markers",
+                name=meaning,
+                marker={"color": color, "size": sizes[selected], "line": {"width": 0}},
+                hovertemplate=hover,
+            )
+        )
+    figure = go.Figure(traces)
+    figure.update_layout(
+        height=max(300, 120 + 22 * len(labels)),
+        margin={"l": 10, "r": 10, "t": 30, "b": 40},
+        xaxis={"type": "date", "title": "time saved"},
+        yaxis={
+            "tickvals": list(range(len(labels))),
+            "ticktext": labels,
+            "autorange": "reversed",
+            "automargin": True,
+        },
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+        hovermode="closest",
+        uirevision="activity",
+    )
+    return figure
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def make_controls():
+    def labelled(text, component):
+        return html.Label([text, " ", component], style={"marginRight": "1.5em"})
+
+    return html.Div(
+        [
+            labelled(
+                "passwd:",
+                dcc.Input(id=Ids.passwd, type="password", debounce=True, autoComplete="off"),
+            ),  # fmt: skip
+            labelled(
+                "path regexp:",
+                dcc.Input(
+                    id=Ids.path_re, type="text", debounce=True, placeholder="pl01/", size="30"
+                ),
+            ),  # fmt: skip
+            labelled(
+                "after:",
+                dcc.Input(
+                    id=Ids.time_after, type="text", debounce=True, placeholder="-2 hours", size="18"
+                ),
+            ),  # fmt: skip
+            labelled(
+                "before:",
+                dcc.Input(
+                    id=Ids.time_before,
+                    type="text",
+                    debounce=True,
+                    placeholder="2021-03-15T12:00",
+                    size="18",
+                ),
+            ),  # fmt: skip
+            labelled(
+                "max entries:",
+                dcc.Input(
+                    id=Ids.max_lines,
+                    type="number",
+                    value=100,
+                    min=1,
+                    debounce=True,
+                    style={"width": "6em"},
+                ),
+            ),  # fmt: skip
+            labelled(
+                "group threshold:",
+                dcc.Input(
+                    id=Ids.threshold,
+                    type="number",
+                    value=10,
+                    min=1,
+                    debounce=True,
+                    style={"width": "5em"},
+                ),
+            ),  # fmt: skip
+        ],
+        style={"display": "flex", "flexWrap": "wrap", "gap": "0.5em"},
+    )
+
+
+def make_layout(settings):
+    """The page; a function, so every load starts fresh."""
+    refresh_ms = max(5, int(settings["REFRESH_SECONDS"])) * 1000
+    return html.Div(
+        [
+            html.H3("Class progress"),
+            make_controls(),
+            html.Div(
+                [
+                    dcc.RadioItems(
+                        id=Ids.sort_criteria,
+                        options=[{"label": v, "value": k} for k, v in SORT_CRITERIA.items()],
+                        value="latest",
+                        inline=True,
+                    ),
+                    dcc.Checklist(
+                        id=Ids.show_only_latest,
+                        options=[{"label": "show only latest", "value": "latest"}],
+                        value=[],
+                        inline=True,
+                    ),
+                ],
+                style={"display": "flex", "gap": "2em", "margin": "0.5em 0"},
+            ),
+            html.Details(
+                [
+                    html.Summary("suggested path groups"),
+                    dcc.Checklist(id=Ids.path_re_options, options=[], value=[]),
+                ]
+            ),
+            html.Div(id=Ids.message, style={"color": "#b00", "whiteSpace": "pre-wrap"}),
+            html.Div(id=Ids.n_rows),
+            html.Div(id=Ids.link),
+            dcc.Graph(id=Ids.graph, config={"displaylogo": False}),
+            dcc.Interval(id=Ids.interval, interval=refresh_ms),
+        ],
+        style={"fontFamily": "sans-serif", "margin": "1em"},
+    )
+
+
+def client_address():
+    try:
+        return flask.request.remote_addr or "?"
+    except RuntimeError:
+        return "?"
+
+
+class ActivityView:
+    """The callbacks' logic, over the settings, the password gate and the catalog cache."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.gate = PasswordGate(settings["PASSWD"])
+        self.catalogs = CatalogCache()
+
+    def authorized(self, passwd, count_failure=False):
+        return self.gate.check(passwd, client_address(), count_failure)
+
+    def graph(self, passwd, path_re, groups, after, before, criteria, only_latest, max_lines,
+              count_failure=False):  # fmt: skip
+        """(figure, 'N rows', message) for the given controls."""
+        settings = self.settings
+        authorized = self.authorized(passwd, count_failure)
+        people, people_problem = load_people(settings["USERS_CSV"])
+        try:
+            now = datetime.now()
+            window = parse_time(after, now), parse_time(before, now)
+            limit = parse_positive_int(max_lines, "max entries", 100)
+            patterns = [path_re] if path_re else list(groups or [])
+            catalog = self.catalogs.get(settings["SYNC_SQLITE"])
+            mask = source_mask(catalog, patterns)
+        except (ValueError, DatabaseMissing, sqlite3.Error) as error:
+            return empty_figure(), "0 rows", str(error)
+        view = select_view(catalog, mask, *window, bool(only_latest), criteria, limit, people)
+        attrs = list(settings["USER_ATTRS"])
+        labels = [
+            row_label(catalog.sources[s], catalog.source_owner[s], people, attrs, authorized)
+            for s in view.sources
+        ]
+        message = people_problem if people_problem else ""
+        if passwd and not authorized and count_failure:
+            message = "wrong password"
+        return make_figure(catalog, view, labels), f"{len(view.sources)} rows", message
+
+    def suggestions(self, threshold, passwd):
+        try:
+            limit = parse_positive_int(threshold, "threshold", 10)
+            catalog = self.catalogs.get(self.settings["SYNC_SQLITE"])
+        except (ValueError, DatabaseMissing, sqlite3.Error):
+            return []
+        groups = suggest_groups(catalog, limit, self.authorized(passwd))
+        return [{"label": f"{pattern} ({count})", "value": pattern} for pattern, count in groups]
+
+    def link(self, click, passwd):
+        """A link to the clicked version (only with the password: it names the student)."""
+        try:
+            rowid = int(click["points"][0]["customdata"][-1])
+        except (TypeError, KeyError, IndexError, ValueError):
+            return ""
+        if not self.authorized(passwd):
+            return "Enter the password to open this version in Jupyter."
+        try:
+            conn = connect_readonly(self.settings["SYNC_SQLITE"])
+            try:
+                row = conn.execute(
+                    "SELECT filename FROM summary WHERE rowid = ?", (rowid,)
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as error:
+            return str(error)
+        if row is None:
+            return "That version is no longer in the database."
+        url = version_url(self.settings["URL_TEMPLATE"], row[0])
+        return html.A(f"open {row[0]}", href=url, target="_blank", rel="noopener")
+
+
+def version_url(template, filename):
+    return template.replace("{filename}", urllib.parse.quote(filename, safe="/"))
+
+
+def empty_figure():
+    figure = go.Figure()
+    figure.update_layout(height=300, xaxis={"visible": False}, yaxis={"visible": False})
+    return figure
+
+
+def register_callbacks(app, view):
+    @app.callback(
+        Output(Ids.graph, "figure"),
+        Output(Ids.n_rows, "children"),
+        Output(Ids.message, "children"),
+        Input(Ids.passwd, "value"),
+        Input(Ids.path_re, "value"),
+        Input(Ids.path_re_options, "value"),
+        Input(Ids.time_after, "value"),
+        Input(Ids.time_before, "value"),
+        Input(Ids.sort_criteria, "value"),
+        Input(Ids.show_only_latest, "value"),
+        Input(Ids.max_lines, "value"),
+        Input(Ids.interval, "n_intervals"),
+    )
+    def update_graph(passwd, path_re, groups, after, before, criteria, latest, max_lines, _):
+        typed_now = dash.ctx.triggered_id == Ids.passwd
+        return view.graph(passwd, path_re, groups, after, before, criteria, latest, max_lines,
+                          count_failure=typed_now)  # fmt: skip
+
+    @app.callback(
+        Output(Ids.path_re_options, "options"),
+        Input(Ids.threshold, "value"),
+        Input(Ids.passwd, "value"),
+        Input(Ids.interval, "n_intervals"),
+    )
+    def update_suggestions(threshold, passwd, _):
+        return view.suggestions(threshold, passwd)
+
+    @app.callback(
+        Output(Ids.link, "children"),
+        Input(Ids.graph, "clickData"),
+        State(Ids.passwd, "value"),
+    )
+    def update_link(click, passwd):
+        return view.link(click, passwd)
+
+
+def add_security(server):
+    @server.after_request
+    def security_headers(response):
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'self'"
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @server.errorhandler(InternalServerError)
+    def internal_error(error):
+        LOG.error("internal error: %r", getattr(error, "original_exception", error))
+        return "Internal Server Error", 500, {"Content-Type": "text/plain"}
+
+
+def create_app(settings):
+    """The Dash app for these settings (nothing is read from the database here)."""
+    app = dash.Dash(
+        __name__,
+        title="Class progress",
+        url_base_pathname=settings["URL_PREFIX"],
+        update_title=None,
+    )
+    view = ActivityView(settings)
+    app.layout = lambda: make_layout(settings)
+    register_callbacks(app, view)
+    add_security(app.server)
+    pairs = settings["BASIC_AUTH_USER_PASSWORD_PAIRS"]
+    if pairs:
+        SafeBasicAuth(app, auth_func=basic_auth_checker(dict(pairs)))
+    return app
+
+
+def startup_problems(settings):
+    """Warnings worth printing at start-up (the page shows them too)."""
+    problems = []
+    if not os.path.exists(settings["SYNC_SQLITE"]):
+        problems.append(
+            f"no database at {settings['SYNC_SQLITE']} yet: has rsync_notebooks.py run?"
+        )
+    if not os.path.exists(settings["USERS_CSV"]):
+        problems.append(f"no users file at {settings['USERS_CSV']}: names cannot be shown")
+    if not settings["PASSWD"]:
+        problems.append("PASSWD is not set: names stay hidden")
+    return problems
+
+
+_default_app = None
+
+
+def __getattr__(name):
+    """`application`: the Flask server for gunicorn or mod_wsgi, built on first use."""
+    global _default_app
+    if name == "application":
+        if _default_app is None:
+            _default_app = create_app(load_settings(os.environ.get("PROGRESS_VIEWER_CONFIG")))
+        return _default_app.server
+    raise AttributeError(name)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        help=f"Settings file to use (default: {CONFIG_NAME} in the working directory, "
+        "then beside this script, else built-in defaults).",
+    )
+    parser.add_argument("--db", help="The database to show (default: SYNC_SQLITE, sync.sqlite).")
+    parser.add_argument(
+        "--users-csv", help="The users file given to rsync_notebooks.py (default: USERS_CSV)."
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--port", type=int, default=8050, help="Port to listen on (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="Run Dash in debug mode (never on a shared server)."
+    )
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        settings = load_settings(args.config, {"SYNC_SQLITE": args.db, "USERS_CSV": args.users_csv})
+    except Exception as error:  # a config file is Python: any error in it lands here
+        print(f"Error: cannot load the config file: {error}", file=sys.stderr)
+        return 2
+    for problem in startup_problems(settings):
+        print(f"warning: {problem}", file=sys.stderr)
+    app = create_app(settings)
+    prefix = settings["URL_PREFIX"]
+    print(
+        f"serving {settings['SYNC_SQLITE']} at http://{args.host}:{args.port}{prefix}", flush=True
+    )
+    app.run(host=args.host, port=args.port, debug=args.debug)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
