@@ -566,7 +566,8 @@ def make_figure(catalog, view, labels):
         if not selected.any():
             continue
         shown_counts = np.nan_to_num(counts[selected], nan=-1).astype(np.int64)
-        custom = np.column_stack([shown_counts, catalog.rowid[versions[selected]]])
+        # a nested list: plotly's click events leave out a 2-D typed array's customdata
+        custom = np.column_stack([shown_counts, catalog.rowid[versions[selected]]]).tolist()
         hover = (
             "%{x|%Y-%m-%d %H:%M:%S}<br>"
             + " / ".join(f"{n} %{{customdata[{i}]}}" for i, n in enumerate(COUNT_NAMES))

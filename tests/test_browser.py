@@ -1,0 +1,104 @@
+"""The viewer in a real headless Chromium (Dash's dash_duo), on a course synced by real rsync.
+
+Screenshots go to docs/screenshots/, where the README shows them.
+"""
+
+import os
+import shutil
+import time
+
+import pytest
+from conftest import ROOT
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
+from test_viewer import course, settings_for  # noqa: F401  (the session's synced course)
+
+import progress_viewer as pv
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("chromedriver"), reason="chromium-driver is not installed (./run test does)"
+)
+SCREENSHOTS = os.path.join(ROOT, "docs", "screenshots")
+
+
+def screenshot(dash_duo, name):
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    dash_duo.driver.set_window_size(1300, 900)
+    dash_duo.driver.save_screenshot(os.path.join(SCREENSHOTS, name))
+
+
+def tick_labels(dash_duo):
+    """The graph's row labels, read in one step (the graph may redraw meanwhile)."""
+    script = f"return [...document.querySelectorAll('#{pv.Ids.graph} .ytick text')]"
+    return dash_duo.driver.execute_script(script + ".map(e => e.textContent)")
+
+
+def wait_until(condition, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def type_into(dash_duo, component_id, text):
+    box = dash_duo.find_element(f"#{component_id}")
+    box.clear()
+    box.send_keys(text + Keys.ENTER)
+
+
+def test_page_shows_the_class_and_the_password_reveals_names(dash_duo, course):  # noqa: F811
+    app = pv.create_app(settings_for(course))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_text_to_equal(f"#{pv.Ids.n_rows}", "24 rows", timeout=20)
+    dash_duo.wait_for_element(f"#{pv.Ids.graph} .ytick text", timeout=20)
+    wait_until(lambda: len(tick_labels(dash_duo)) == 24)
+    assert all(label.endswith("[* *] *") for label in tick_labels(dash_duo))
+    assert dash_duo.find_element(f"#{pv.Ids.passwd}").get_attribute("type") == "password"
+    screenshot(dash_duo, "activity.png")
+
+    type_into(dash_duo, pv.Ids.passwd, "guess")
+    dash_duo.wait_for_text_to_equal(f"#{pv.Ids.message}", "wrong password", timeout=10)
+    assert all(label.endswith("[* *] *") for label in tick_labels(dash_duo))
+
+    type_into(dash_duo, pv.Ids.passwd, "s3cret")
+    wait_until(lambda: any("Alice" in label for label in tick_labels(dash_duo)))
+    assert all(not label.endswith("*") for label in tick_labels(dash_duo))
+    screenshot(dash_duo, "activity_names.png")
+
+
+def test_suggested_group_filters_and_bad_regexp_is_a_message(dash_duo, course):  # noqa: F811
+    app = pv.create_app(settings_for(course))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_text_to_equal(f"#{pv.Ids.n_rows}", "24 rows", timeout=20)
+    dash_duo.find_element("details summary").click()
+    group = r"^class/[^/]+/notebooks/pl02/pl02\.ipynb$"
+    dash_duo.wait_for_contains_text(f"#{pv.Ids.path_re_options}", group, timeout=10)
+    for option in dash_duo.find_elements(f"#{pv.Ids.path_re_options} label"):
+        if option.text.startswith(group):
+            option.click()
+    dash_duo.wait_for_text_to_equal(f"#{pv.Ids.n_rows}", "12 rows", timeout=10)
+    wait_until(lambda: len(tick_labels(dash_duo)) == 12)
+    assert all(label.startswith("pl02/pl02.ipynb") for label in tick_labels(dash_duo))
+
+    type_into(dash_duo, pv.Ids.path_re, "pl01/(")
+    dash_duo.wait_for_contains_text(f"#{pv.Ids.message}", "bad path regexp", timeout=10)
+    assert dash_duo.find_element(f"#{pv.Ids.n_rows}").text == "0 rows"
+    assert dash_duo.get_logs() == [] or all(
+        "Traceback" not in entry["message"] for entry in dash_duo.get_logs()
+    )
+
+
+def test_clicking_a_marker_gives_a_link_to_the_version(dash_duo, course):  # noqa: F811
+    settings = settings_for(course, URL_TEMPLATE="http://hub.example/notebooks/{filename}")
+    dash_duo.start_server(pv.create_app(settings))
+    type_into(dash_duo, pv.Ids.passwd, "s3cret")
+    wait_until(lambda: any("Alice" in label for label in tick_labels(dash_duo)))
+    dash_duo.driver.set_window_size(1300, 1400)
+    time.sleep(1)
+    point = dash_duo.find_elements(f"#{pv.Ids.graph} .scatterlayer .point")[0]
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
+    actions = ActionChains(dash_duo.driver).move_to_element(point).pause(0.5)
+    actions.click().perform()
+    dash_duo.wait_for_element(f"#{pv.Ids.link} a", timeout=10)
+    href = dash_duo.find_element(f"#{pv.Ids.link} a").get_attribute("href")
+    assert href.startswith("http://hub.example/notebooks/class/u0") and href.endswith(".ipynb")
