@@ -40,7 +40,6 @@ import dash
 import dash_auth
 import flask
 import numpy as np
-import plotly.graph_objects as go
 import re2
 from dash import Input, Output, State, dcc, html
 from werkzeug.exceptions import InternalServerError
@@ -422,24 +421,18 @@ def parse_positive_int(value, name, default):
     return number
 
 
+def counts_array(counts):
+    return np.array([[np.nan if v is None else v for v in counts]], dtype=np.float64)
+
+
 def marker_color(counts):
     """red: an error; green: answers and nothing empty; blue: otherwise; gray: unreadable."""
-    ok, display, stream, error, empty = counts
-    if any(v is None or v != v for v in counts):
-        return "gray"
-    if error > 0:
-        return "red"
-    if ok + display + stream > 0 and empty == 0:
-        return "green"
-    return "blue"
+    return str(marker_colors(counts_array(counts))[0])
 
 
 def marker_size(counts):
-    """5 + 10 * answered / all five counts (5 when they are all 0 or unknown)."""
-    if any(v is None or v != v for v in counts):
-        return 5.0
-    total = sum(counts)
-    return 5.0 + 10.0 * (counts[0] + counts[1] + counts[2]) / total if total else 5.0
+    """5 + 10 * (ok + display + stream) / all five counts (5 when all are 0 or unknown)."""
+    return float(marker_sizes(counts_array(counts))[0])
 
 
 def path_groups(sources):
@@ -552,56 +545,81 @@ def select_view(catalog, mask, after, before, only_latest, criteria, max_lines, 
 
 
 def make_figure(catalog, view, labels):
-    """One row per source, one marker per version; one trace per color, numbers not strings."""
+    """One row per source, one marker per version, as a plain figure dict (no per-point
+    validation): one trace per color, numbers as typed arrays, counts as short strings."""
     versions = view.versions
     counts = catalog.counts[versions]
-    colors = np.array([marker_color(tuple(c)) for c in counts.tolist()])
-    sizes = np.array([marker_size(tuple(c)) for c in counts.tolist()]).round(1)
+    colors, sizes = marker_colors(counts), marker_sizes(counts).round(1)
     x = catalog.t[versions].astype("datetime64[ms]").astype(np.int64)
-    y = np.array([view.rows[int(s)] for s in catalog.src[versions]], dtype=np.int32)
-    scatter = go.Scattergl if len(versions) > 2000 else go.Scatter
+    row_of = np.full(len(catalog.sources), -1, dtype=np.int32)
+    row_of[view.sources] = np.arange(len(view.sources), dtype=np.int32)
+    y = row_of[catalog.src[versions]]
+    trace_type = "scattergl" if len(versions) > 2000 else "scatter"
     traces = []
     for color, meaning in COLORS.items():
-        selected = colors == color
-        if not selected.any():
+        selected = np.flatnonzero(colors == color)
+        if not len(selected):
             continue
-        shown_counts = np.nan_to_num(counts[selected], nan=-1).astype(np.int64)
-        # a nested list: plotly's click events leave out a 2-D typed array's customdata
-        custom = np.column_stack([shown_counts, catalog.rowid[versions[selected]]]).tolist()
-        hover = (
-            "%{x|%Y-%m-%d %H:%M:%S}<br>"
-            + " / ".join(f"{n} %{{customdata[{i}]}}" for i, n in enumerate(COUNT_NAMES))
-            + "<br>click: link to this version<extra></extra>"
-            if color != "gray"
-            else "%{x|%Y-%m-%d %H:%M:%S}<br>not a readable notebook<extra></extra>"
-        )
+        readable = color != "gray"
         traces.append(
-            scatter(
-                x=x[selected],
-                y=y[selected],
-                customdata=custom,
-                mode="markers",
-                name=meaning,
-                marker={"color": color, "size": sizes[selected], "line": {"width": 0}},
-                hovertemplate=hover,
-            )
+            {
+                "type": trace_type,
+                "mode": "markers",
+                "name": meaning,
+                "x": x[selected],
+                "y": y[selected],
+                "customdata": catalog.rowid[versions[selected]],
+                "text": count_texts(counts[selected]) if readable else None,
+                "marker": {"color": color, "size": sizes[selected], "line": {"width": 0}},
+                "hovertemplate": HOVER if readable else HOVER_UNREADABLE,
+            }
         )
-    figure = go.Figure(traces)
-    figure.update_layout(
-        height=max(300, 120 + 22 * len(labels)),
-        margin={"l": 10, "r": 10, "t": 30, "b": 40},
-        xaxis={"type": "date", "title": "time saved"},
-        yaxis={
+    layout = {
+        "height": max(300, 120 + 22 * len(labels)),
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
+        "xaxis": {"type": "date", "title": {"text": "time saved"}},
+        "yaxis": {
             "tickvals": list(range(len(labels))),
             "ticktext": labels,
             "autorange": "reversed",
             "automargin": True,
         },
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
-        hovermode="closest",
-        uirevision="activity",
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+        "hovermode": "closest",
+        "uirevision": "activity",
+    }
+    return {"data": traces, "layout": layout}
+
+
+HOVER = (
+    "%{x|%Y-%m-%d %H:%M:%S}<br>" + "/".join(COUNT_NAMES) + ": %{text}"
+    "<br>click for a link to this version<extra></extra>"
+)
+HOVER_UNREADABLE = "%{x|%Y-%m-%d %H:%M:%S}<br>not a readable notebook<extra></extra>"
+
+
+def count_texts(counts):
+    """`ok/display/stream/error/empty` of each version as `1/0/2/0/1`."""
+    return ["/".join(map(str, row)) for row in counts.astype(np.int64).tolist()]
+
+
+def marker_colors(counts):
+    """Vectorized marker_color over an (n, 5) array with NaN for unknown counts."""
+    answered = counts[:, 0] + counts[:, 1] + counts[:, 2]
+    colors = np.where(
+        counts[:, 3] > 0, "red", np.where((answered > 0) & (counts[:, 4] == 0), "green", "blue")
     )
-    return figure
+    colors[np.isnan(counts).any(axis=1)] = "gray"
+    return colors
+
+
+def marker_sizes(counts):
+    """Vectorized marker_size over an (n, 5) array with NaN for unknown counts."""
+    answered = counts[:, 0] + counts[:, 1] + counts[:, 2]
+    total = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sizes = 5.0 + 10.0 * answered / total
+    return np.where(np.isfinite(sizes), sizes, 5.0)
 
 
 # ---------------------------------------------------------------------------- the page
@@ -762,7 +780,7 @@ class ActivityView:
     def link(self, click, passwd):
         """A link to the clicked version (only with the password: it names the student)."""
         try:
-            rowid = int(click["points"][0]["customdata"][-1])
+            rowid = int(click["points"][0]["customdata"])
         except (TypeError, KeyError, IndexError, ValueError):
             return ""
         if not self.authorized(passwd):
@@ -788,9 +806,8 @@ def version_url(template, filename):
 
 
 def empty_figure():
-    figure = go.Figure()
-    figure.update_layout(height=300, xaxis={"visible": False}, yaxis={"visible": False})
-    return figure
+    return {"data": [], "layout": {"height": 300, "xaxis": {"visible": False},
+                                   "yaxis": {"visible": False}}}  # fmt: skip
 
 
 def register_callbacks(app, view):

@@ -11,10 +11,10 @@ import sys
 import time
 from datetime import datetime
 
-import plotly.io
 import pytest
 from conftest import ROOT, sync, write_json
 from demo_course import error_output, execute_result, grade_cell, notebook
+from plotly.io.json import to_json_plotly
 from werkzeug.security import generate_password_hash
 
 import progress_viewer as pv
@@ -47,12 +47,12 @@ def settings_for(course, **extra):
 
 
 def figure_labels(figure):
-    return list(figure.layout.yaxis.ticktext)
+    return list(figure["layout"]["yaxis"]["ticktext"])
 
 
 def sent(*values):
     """What the server would send for these callback outputs, as text."""
-    return json.dumps([plotly.io.to_json(v) if hasattr(v, "to_plotly_json") else v for v in values])
+    return to_json_plotly(list(values))
 
 
 # ---------------------------------------------------------------------------- pure parts
@@ -240,9 +240,9 @@ def test_figure_has_one_row_per_file_and_colored_markers(tmp_path):
     figure = pv.make_figure(catalog, view, ["A", "B", "C"])
     assert figure_labels(figure) == ["A", "B", "C"]
     markers = {
-        (trace.marker.color, int(y), float(size))
-        for trace in figure.data
-        for y, size in zip(trace.y, trace.marker.size)
+        (trace["marker"]["color"], int(y), float(size))
+        for trace in figure["data"]
+        for y, size in zip(trace["y"], trace["marker"]["size"])
     }
     assert markers == {("red", 0, 5.0), ("green", 0, 15.0), ("blue", 1, 5.0), ("gray", 2, 5.0)}
 
@@ -318,7 +318,7 @@ def test_click_link_needs_the_password_and_is_encoded(course):
     view = pv.ActivityView(settings_for(course, URL_TEMPLATE="http://hub/n/{filename}?x=1"))
     with pv_request():
         figure, _, _ = view.graph("s3cret", "", [], "", "", "user", [], 100)
-        point = {"points": [{"customdata": list(figure.data[0].customdata[0])}]}
+        point = {"points": [{"customdata": int(figure["data"][0]["customdata"][0])}]}
         assert "password" in view.link(point, None)
         link = view.link(point, "s3cret")
     assert link.href.startswith("http://hub/n/class/u0") and link.href.endswith(".ipynb?x=1")
@@ -341,7 +341,7 @@ def test_new_versions_appear_without_restart(tmp_path):
         sync(tmp_path)
         figure, n_rows, _ = view.graph(None, "", [], "", "", "latest", [], 100)
     assert n_rows == "2 rows"
-    assert sum(len(trace.x) for trace in figure.data) == 3
+    assert sum(len(trace["x"]) for trace in figure["data"]) == 3
 
 
 def test_missing_database_is_a_message_and_creates_nothing(tmp_path):

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Benchmark of the sync side: rsync_notebooks.py cycles against bare rsync.
+
+Builds a course of --students x --notebooks notebooks (log-normal sizes, median about
+60 KB, mostly PNG images as in real plotting notebooks), then times, in the same run:
+  full   the first cycle (everything copied and parsed)
+  5%     a cycle after 5% of the notebooks changed
+  none   a cycle where nothing changed
+each for bare rsync (same flags, same tree, its own destination) and for one cycle of
+`rsync_notebooks.py --no-sudo --repeat 1 --min-sleep 0` (the time it prints: rsync, the
+log, make_database.py in its own process), plus make_database.py's
+notebooks per second. Writes bench/results/sync.md.
+
+Example:
+    .venv/bin/python bench/bench_sync.py --students 300 --notebooks 20
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import demo_course  # noqa: E402
+
+import rsync_notebooks  # noqa: E402
+
+
+def make_tree(root, students, notebooks, seed=7):
+    rng = random.Random(seed)
+    users = []
+    paths = []
+    for s in range(students):
+        uid = f"s{s:04d}"
+        users.append((uid, f"class/{uid}/notebooks"))
+        for n in range(notebooks):
+            size = int(min(2_000_000, rng.lognormvariate(11.0, 0.8)))  # median ~60 KB
+            assignment = demo_course.Assignment(
+                path=f"pl{n:02d}/pl{n:02d}.ipynb", kernel="plot",
+                problems=[f"p{n}_{i}" for i in range(6)], padding=size,
+            )  # fmt: skip
+            outcomes = {g: rng.choice(["empty", "error", "answered"]) for g in assignment.problems}
+            path = os.path.join(root, "class", uid, "notebooks", assignment.path)
+            content = demo_course.assignment_notebook(
+                assignment, outcomes, padding_seed=s * 100 + n
+            )
+            demo_course.write_notebook(path, content, time.time() - 3600)
+            paths.append(path)
+    with open(os.path.join(root, "users.csv"), "w") as stream:
+        stream.write("uid,notebooks\n" + "".join(f"{u},{p}\n" for u, p in users))
+    return paths
+
+
+def touch_some(paths, fraction, rng):
+    changed = rng.sample(paths, int(len(paths) * fraction))
+    for path in changed:
+        with open(path) as stream:
+            nb = json.load(stream)
+        nb["cells"][2]["source"] = f"x = {rng.randrange(10**6)}"
+        demo_course.write_notebook(path, nb, time.time())
+    return len(changed)
+
+
+def bare_rsync(root, dest, suffix):
+    sources = sorted(
+        os.path.join("class", d, "notebooks") for d in os.listdir(os.path.join(root, "class"))
+    )
+    command = rsync_notebooks.rsync_command(sources, dest, suffix, sudo=False)
+    log = os.path.join(root, f"bare{suffix}.log")
+    started = time.perf_counter()
+    with open(log, "w") as stream:
+        subprocess.run(command, cwd=root, check=True, stdout=stream)
+    return time.perf_counter() - started
+
+
+def ours(root):
+    """One cycle's time as the running loop measures it (`took X sec`): the loop is
+    long-lived, so the interpreter's start-up is not part of a cycle."""
+    command = [sys.executable, os.path.join(ROOT, "rsync_notebooks.py"), "--no-sudo",
+               "--repeat", "1", "--min-sleep", "0"]  # fmt: skip
+    output = subprocess.run(command, cwd=root, check=True, capture_output=True, text=True)
+    return float(re.search(r"took ([0-9.]+) sec", output.stdout).group(1))
+
+
+def run(args):
+    rng = random.Random(1)
+    root = tempfile.mkdtemp(prefix="bench_sync_", dir=args.tmp)
+    try:
+        paths = make_tree(root, args.students, args.notebooks)
+        total = sum(os.path.getsize(p) for p in paths)
+        sizes = sorted(os.path.getsize(p) for p in paths)
+        results = []
+        for phase in ("full", "5%", "none"):
+            changed = len(paths)
+            if phase == "5%":
+                changed = touch_some(paths, 0.05, rng)
+            elif phase == "none":
+                changed = 0
+            subprocess.run(["sync"], check=True)
+            bare = bare_rsync(root, "bare_dest", f".bak_{phase}")
+            mine = ours(root)
+            results.append((phase, changed, bare, mine))
+        parse = parse_rate(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return total, statistics.median(sizes), results, parse
+
+
+def parse_rate(root):
+    """make_database.py's notebooks per second over the whole copied tree."""
+    import make_database
+
+    paths = []
+    for folder, _, files in os.walk(os.path.join(root, "sync_dest")):
+        paths += [os.path.join(folder, f) for f in files if f.endswith(".ipynb")]
+    started = time.perf_counter()
+    for path in paths:
+        make_database.parse_notebook(path)
+    return len(paths) / (time.perf_counter() - started)
+
+
+def report(args, total, median, results, parse):
+    lines = [
+        f"# Sync benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
+        "",
+        f"Course: {args.students} students x {args.notebooks} notebooks, "
+        f"{total / 1e6:.0f} MB, median notebook {median / 1e3:.0f} KB.",
+        "",
+        "| cycle | files changed | bare rsync (s) | rsync_notebooks.py (s) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for phase, changed, bare, mine in results:
+        lines.append(f"| {phase} | {changed} | {bare:.2f} | {mine:.2f} | {mine / bare:.2f}x |")
+    lines += ["", f"make_database.py parses {parse:.0f} notebooks/s.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__)
+    parser.add_argument("--students", type=int, default=300)
+    parser.add_argument("--notebooks", type=int, default=20)
+    parser.add_argument("--tmp", default=None, help="Where to build the course.")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "sync.md"))
+    args = parser.parse_args(argv)
+    text = report(args, *run(args))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as stream:
+        stream.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
