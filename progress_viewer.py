@@ -246,17 +246,18 @@ class DatabaseMissing(Exception):
 
 
 def database_key(db):
-    """Changes whenever a commit lands in the database (its file or its WAL)."""
-    key = []
-    for path in (db, db + "-wal"):
-        try:
-            info = os.stat(path)
-            key.append((info.st_ino, info.st_size, info.st_mtime_ns))
-        except FileNotFoundError:
-            key.append(None)
-    if key[0] is None:
-        raise DatabaseMissing(f"no database at {db}: has rsync_notebooks.py run yet?")
-    return tuple(key)
+    """Changes whenever a commit lands in the database (its file or its WAL). An empty or
+    missing WAL count the same: a reader opening the database may create an empty one."""
+    try:
+        info = os.stat(db)
+    except FileNotFoundError:
+        raise DatabaseMissing(f"no database at {db}: has rsync_notebooks.py run yet?") from None
+    try:
+        wal = os.stat(db + "-wal")
+        wal_key = (wal.st_ino, wal.st_size, wal.st_mtime_ns) if wal.st_size else None
+    except FileNotFoundError:
+        wal_key = None
+    return (info.st_ino, info.st_size, info.st_mtime_ns), wal_key
 
 
 def connect_readonly(db):

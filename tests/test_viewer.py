@@ -426,3 +426,21 @@ def test_config_file_in_working_dir_is_used(tmp_path, monkeypatch):
     settings = pv.load_settings()
     assert settings["SYNC_SQLITE"] == str(tmp_path / "x.sqlite") and settings["PASSWD"] == "p"
     assert pv.load_settings(overrides={"SYNC_SQLITE": "y"})["SYNC_SQLITE"] == "y"
+
+
+def test_reading_the_database_does_not_look_like_a_change(tmp_path):
+    """A reader creating an empty WAL must not make the catalog reload on every update."""
+    make_db(tmp_path / "s.sqlite", SEED_ROWS)
+    conn = sqlite3.connect(tmp_path / "s.sqlite")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    cache = pv.CatalogCache()
+    first = cache.get(str(tmp_path / "s.sqlite"))
+    assert cache.get(str(tmp_path / "s.sqlite")) is first
+    conn = sqlite3.connect(tmp_path / "s.sqlite")
+    conn.execute(
+        "INSERT INTO summary VALUES ('h/c/z.ipynb', '2021-03-15T10:00:00', 'c', 1, 0, 0, 0, 0)"
+    )
+    conn.commit()
+    assert len(cache.get(str(tmp_path / "s.sqlite")).sources) == len(first.sources) + 1
+    conn.close()
