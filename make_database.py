@@ -33,7 +33,7 @@ import signal
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 try:
     import orjson
@@ -94,8 +94,7 @@ class LogError(Exception):
 # ---------------------------------------------------------------------------- users.csv
 
 
-@dataclass
-class User:
+class User(NamedTuple):
     uid: str
     notebooks: str  # as written in users.csv
     line: int
@@ -349,8 +348,7 @@ def parse_notebook(path):
 # ---------------------------------------------------------------------------- applying a log
 
 
-@dataclass
-class Record:
+class Record(NamedTuple):
     filename: str  # relative to dest
     t: str
     owner: str
@@ -367,8 +365,13 @@ def local_time(seconds):
     return time.strftime(TIME_FORMAT, time.localtime(seconds))
 
 
-def make_record(dest, filename, owner, warn):
-    """The Record of one copied file, or None when it is gone from dest."""
+def make_record(dest, filename, owner, warn, known=None):
+    """The Record of one copied file, or None when it is gone from dest.
+
+    `known` is what the database already holds for this very version, (t, counts,
+    problems): a previous version was recorded under the current name a cycle ago, so
+    when its time matches it need not be parsed again.
+    """
     path = os.path.join(dest, filename)
     try:
         mtime = os.stat(path).st_mtime
@@ -377,6 +380,8 @@ def make_record(dest, filename, owner, warn):
     name, t = text_name(filename), local_time(mtime)
     if not filename.endswith(".ipynb"):
         return Record(name, t, owner, (0, 0, 0, 0, 0), [])
+    if known is not None and known[0] == t:
+        return Record(name, t, owner, known[1], known[2])
     try:
         counts, problems = parse_notebook(path)
     except NotANotebook as error:
@@ -437,11 +442,30 @@ def connect(db):
     return conn
 
 
-def build_records(dest, versions, users, warn):
+def recorded_version(conn, filename):
+    """(t, counts, problems) the database holds for `filename`, or None."""
+    row = conn.execute(
+        "SELECT t, code_ok, code_display, code_stream, code_error, code_empty"
+        " FROM summary WHERE filename = ?",
+        (text_name(filename),),
+    ).fetchone()
+    if row is None:
+        return None
+    problems = conn.execute(
+        "SELECT grade_id, result FROM problems WHERE filename = ? ORDER BY rowid",
+        (text_name(filename),),
+    ).fetchall()
+    return row[0], tuple(row[1:]), problems
+
+
+def build_records(conn, dest, versions, users, warn):
+    """The Records of the versions to record; a previous version whose row the database
+    still holds under the current name is taken from there instead of parsed again."""
     prefixes = owner_prefixes(users)
     records = []
     for filename, source in versions:
-        record = make_record(dest, filename, owner_of(source, prefixes), warn)
+        known = recorded_version(conn, source) if filename != source else None
+        record = make_record(dest, filename, owner_of(source, prefixes), warn, known)
         if record is not None:
             records.append(record)
     return records
@@ -455,7 +479,7 @@ def apply_log(conn, log, dest, users, warn=None):
     warn = warn or (lambda message: print(message, file=sys.stderr))
     suffix, files = read_log(log)
     versions = rename_backups(dest, files, suffix)
-    records = build_records(dest, versions, users, warn)
+    records = build_records(conn, dest, versions, users, warn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         write_summary(conn, records)
