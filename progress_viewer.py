@@ -48,6 +48,7 @@ from werkzeug.security import check_password_hash
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import make_database  # noqa: E402  (schema facts and users.csv reading)
+from progress_views import problems, version  # noqa: E402
 
 LOG = logging.getLogger("progress_viewer")
 
@@ -89,6 +90,9 @@ class Ids:
     message = "activity_graph_message"
     link = "activity_graph_link"
     interval = "activity_graph_interval"
+    pause = "refresh_pause"
+    filter_column = "filter_column"
+    filter_value = "filter_value"
 
 
 SORT_CRITERIA = {
@@ -633,10 +637,6 @@ def make_controls():
     return html.Div(
         [
             labelled(
-                "passwd:",
-                dcc.Input(id=Ids.passwd, type="password", debounce=True, autoComplete="off"),
-            ),  # fmt: skip
-            labelled(
                 "path regexp:",
                 dcc.Input(
                     id=Ids.path_re, type="text", debounce=True, placeholder="pl01/", size="30"
@@ -685,12 +685,47 @@ def make_controls():
     )
 
 
-def make_layout(settings):
-    """The page; a function, so every load starts fresh."""
-    refresh_ms = max(5, int(settings["REFRESH_SECONDS"])) * 1000
+def make_shared_bar():
+    """The password, the filter by a users.csv column, and the refresh switch."""
     return html.Div(
         [
-            html.H3("Class progress"),
+            html.Label(
+                [
+                    "passwd: ",
+                    dcc.Input(id=Ids.passwd, type="password", debounce=True, autoComplete="off"),
+                ]
+            ),  # fmt: skip
+            html.Label(
+                [
+                    "only students whose ",
+                    dcc.Dropdown(
+                        id=Ids.filter_column,
+                        placeholder="column",
+                        style={"width": "10em", "display": "inline-block"},
+                    ),
+                    " is ",
+                    dcc.Dropdown(
+                        id=Ids.filter_value,
+                        placeholder="any",
+                        style={"width": "12em", "display": "inline-block"},
+                    ),
+                ]
+            ),  # fmt: skip
+            dcc.Checklist(
+                id=Ids.pause,
+                options=[{"label": "pause refresh", "value": "pause"}],
+                value=[],
+                inline=True,
+            ),  # fmt: skip
+        ],
+        style={"display": "flex", "gap": "2em", "alignItems": "center", "flexWrap": "wrap"},
+    )
+
+
+def make_activity_section():
+    return html.Div(
+        [
+            html.H4("Activity"),
             make_controls(),
             html.Div(
                 [
@@ -719,6 +754,20 @@ def make_layout(settings):
             html.Div(id=Ids.n_rows),
             html.Div(id=Ids.link),
             dcc.Graph(id=Ids.graph, config={"displaylogo": False}),
+        ]
+    )
+
+
+def make_layout(settings):
+    """The page; a function, so every load starts fresh."""
+    refresh_ms = max(5, int(settings["REFRESH_SECONDS"])) * 1000
+    return html.Div(
+        [
+            html.H3("Class progress"),
+            make_shared_bar(),
+            make_activity_section(),
+            problems.make_section(),
+            version.make_section(),
             dcc.Interval(id=Ids.interval, interval=refresh_ms),
         ],
         style={"fontFamily": "sans-serif", "margin": "1em"},
@@ -733,18 +782,58 @@ def client_address():
 
 
 class ActivityView:
-    """The callbacks' logic, over the settings, the password gate and the catalog cache."""
+    """The callbacks' logic, over the settings, the password gate and the catalog cache;
+    also the context the teacher views (progress_views) work in."""
+
+    ids = Ids
+    data_errors = (DatabaseMissing, sqlite3.Error)
 
     def __init__(self, settings):
         self.settings = settings
+        self.attrs = list(settings["USER_ATTRS"])
         self.gate = PasswordGate(settings["PASSWD"])
         self.catalogs = CatalogCache()
 
     def authorized(self, passwd, count_failure=False):
         return self.gate.check(passwd, client_address(), count_failure)
 
+    def catalog_and_people(self):
+        people, _ = load_people(self.settings["USERS_CSV"])
+        return self.catalogs.get(self.settings["SYNC_SQLITE"]), people
+
+    def connect(self):
+        return connect_readonly(self.settings["SYNC_SQLITE"])
+
+    def filter_columns(self, people, authorized):
+        """users.csv columns a filter may use: USER_ATTRS ones only with the password."""
+        columns = sorted({name for user in people.by_uid.values() for name in user.attrs})
+        return [c for c in columns if authorized or c not in self.attrs]
+
+    def allowed_uids(self, people, column, value, authorized):
+        """The uids the filter keeps, or None for no filter."""
+        if not column or value is None or column not in self.filter_columns(people, authorized):
+            return None
+        return {uid for uid, user in people.by_uid.items() if user.attrs.get(column) == value}
+
+    def team_of(self, people, authorized):
+        hidden = "team" in self.attrs and not authorized
+
+        def team(uid):
+            user = people.by_uid.get(uid)
+            return "" if hidden or user is None else user.attrs.get("team", "")
+
+        return team
+
+    def version_url_of(self, rowid):
+        conn = self.connect()
+        try:
+            row = conn.execute("SELECT filename FROM summary WHERE rowid = ?", (rowid,)).fetchone()
+        finally:
+            conn.close()
+        return version_url(self.settings["URL_TEMPLATE"], row[0]) if row else None
+
     def graph(self, passwd, path_re, groups, after, before, criteria, only_latest, max_lines,
-              count_failure=False):  # fmt: skip
+              count_failure=False, filter_column=None, filter_value=None):  # fmt: skip
         """(figure, 'N rows', message) for the given controls."""
         settings = self.settings
         authorized = self.authorized(passwd, count_failure)
@@ -758,6 +847,10 @@ class ActivityView:
             mask = source_mask(catalog, patterns)
         except (ValueError, DatabaseMissing, sqlite3.Error) as error:
             return empty_figure(), "0 rows", str(error)
+        allowed = self.allowed_uids(people, filter_column, filter_value, authorized)
+        if allowed is not None:
+            owners = np.array([owner in allowed for owner in catalog.source_owner], dtype=bool)
+            mask = mask & owners
         view = select_view(catalog, mask, *window, bool(only_latest), criteria, limit, people)
         attrs = list(settings["USER_ATTRS"])
         labels = [
@@ -824,12 +917,35 @@ def register_callbacks(app, view):
         Input(Ids.sort_criteria, "value"),
         Input(Ids.show_only_latest, "value"),
         Input(Ids.max_lines, "value"),
+        Input(Ids.filter_column, "value"),
+        Input(Ids.filter_value, "value"),
         Input(Ids.interval, "n_intervals"),
     )
-    def update_graph(passwd, path_re, groups, after, before, criteria, latest, max_lines, _):
+    def update_graph(passwd, path_re, groups, after, before, criteria, latest, max_lines,
+                     column, value, _):  # fmt: skip
         typed_now = dash.ctx.triggered_id == Ids.passwd
         return view.graph(passwd, path_re, groups, after, before, criteria, latest, max_lines,
-                          count_failure=typed_now)  # fmt: skip
+                          typed_now, column, value)  # fmt: skip
+
+    @app.callback(Output(Ids.interval, "disabled"), Input(Ids.pause, "value"))
+    def pause_refresh(pause):
+        return bool(pause)
+
+    @app.callback(
+        Output(Ids.filter_column, "options"),
+        Output(Ids.filter_value, "options"),
+        Input(Ids.passwd, "value"),
+        Input(Ids.filter_column, "value"),
+    )
+    def update_filter_options(passwd, column):
+        people, _ = load_people(view.settings["USERS_CSV"])
+        columns = view.filter_columns(people, view.authorized(passwd))
+        values = sorted({u.attrs.get(column, "") for u in people.by_uid.values()})
+        return columns, values if column in columns else []
+
+    filters = [(Ids.filter_column, "value"), (Ids.filter_value, "value")]
+    problems.register(app, view, filters)
+    version.register(app, view)
 
     @app.callback(
         Output(Ids.path_re_options, "options"),

@@ -172,8 +172,24 @@ def png_image(width, height, seed=0):
 # ---------------------------------------------------------------------------- the course
 
 
-def make_course(n_students=40, n_assignments=3, problems=6, minutes=90, seed=1, root="class"):
-    """A course of n_students, each doing the same n_assignments in a lab of `minutes`."""
+def make_course(
+    n_students=40,
+    n_assignments=3,
+    problems=6,
+    minutes=90,
+    seed=1,
+    root="class",
+    steady=False,
+    stuck=(),
+    idle=(),
+):
+    """A course of n_students, each doing the same n_assignments in a lab of `minutes`.
+
+    steady: students save every 2-4 minutes and fix every error within 3 minutes, so that
+    only the planted ones are stuck or idle. stuck: (uid, grade_id, minute) triples: from
+    that minute on the student keeps running that problem into errors. idle: (uid, minute)
+    pairs: the student saves nothing after the last answer before that minute.
+    """
     rng = random.Random(seed)
     kernels = list(KERNELS)
     assignments = [
@@ -195,9 +211,51 @@ def make_course(n_students=40, n_assignments=3, problems=6, minutes=90, seed=1, 
             team=f"team{s % 5 + 1}",
         )
         for assignment in assignments:
-            student.plan[assignment.path] = plan_problems(assignment.problems, minutes, rng)
+            planner = plan_steady if steady else plan_problems
+            student.plan[assignment.path] = planner(assignment.problems, minutes, rng)
         students.append(student)
+    by_uid = {student.uid: student for student in students}
+    for uid, grade_id, minute in stuck:
+        for plan in by_uid[uid].plan.values():
+            if grade_id in plan:
+                plant_stuck(plan, grade_id, minute, minutes)
+    for uid, minute in idle:
+        for plan in by_uid[uid].plan.values():
+            plant_idle(plan, minute)
     return Course(students, assignments, minutes)
+
+
+def plan_steady(grade_ids, minutes, rng):
+    """Like plan_problems, but with short gaps and errors fixed within 3 minutes."""
+    minute, plan = rng.uniform(0, 2), {}
+    for grade_id in grade_ids:
+        events = [(minute, "non-empty")]
+        minute += rng.uniform(1, 2)
+        if rng.random() < 0.4:
+            events.append((minute, "error"))
+            minute += rng.uniform(1, 2.5)
+        events.append((minute, "answered"))
+        minute += rng.uniform(1, 2)
+        plan[grade_id] = [(m, outcome) for m, outcome in events if m <= minutes]
+    return plan
+
+
+def plant_stuck(plan, grade_id, minute, minutes):
+    """From `minute` on, `grade_id` fails on every run (a new attempt every 3 minutes)
+    and the problems after it are never reached."""
+    names = list(plan)
+    attempts = [(minute + 3 * k, f"error#{k}") for k in range(int((minutes - minute) / 3) + 1)]
+    plan[grade_id] = [(m, o) for m, o in plan[grade_id] if m < minute] + attempts
+    for later in names[names.index(grade_id) + 1 :]:
+        plan[later] = []
+
+
+def plant_idle(plan, minute):
+    """The student stops saving after their last answer before `minute`."""
+    answers = [m for events in plan.values() for m, o in events if o == "answered" and m < minute]
+    stop = max(answers, default=0)
+    for grade_id, events in plan.items():
+        plan[grade_id] = [(m, o) for m, o in events if m <= stop]
 
 
 def plan_problems(grade_ids, minutes, rng):
@@ -217,12 +275,18 @@ def plan_problems(grade_ids, minutes, rng):
 
 
 def outcome_at(events, minute):
-    """The outcome of one problem at `minute` (empty before the student started it)."""
+    """The outcome of one problem at `minute` (empty before the student started it);
+    `error#k` is the k-th failing attempt of a stuck student."""
     current = "empty"
     for event_minute, outcome in events:
         if event_minute <= minute:
             current = outcome
     return current
+
+
+def plain_outcome(outcome):
+    """`error#3` -> `error`: what the notebook's graded cell shows."""
+    return outcome.split("#")[0]
 
 
 def answer_cell(assignment, index, grade_id, outcome):
@@ -232,7 +296,9 @@ def answer_cell(assignment, index, grade_id, outcome):
         return grade_cell("", grade_id)
     if outcome == "non-empty":
         return grade_cell(source, grade_id)
-    if outcome == "error":
+    if outcome.startswith("error"):
+        attempt = outcome.partition("#")[2]
+        source += f"\n# attempt {attempt}" if attempt else ""
         return grade_cell(source, grade_id, [error_output(*kernel["error"])])
     if answered_type == "display_data":
         return grade_cell(source, grade_id, [display_png(png_image(8, 8, index))])

@@ -1,0 +1,380 @@
+"""Problems heatmap, class progress over time, and the stuck and idle lists.
+
+All three show one assignment at moment M (a slider over the session, now by default),
+for the students the page's filter keeps. Without the password students are `student N`.
+"""
+
+import csv
+import io
+import time
+from datetime import datetime
+
+import numpy as np
+from dash import Input, Output, State, dash_table, dcc, html
+
+from progress_views import model
+
+
+class Ids:
+    assignment = "assignment"
+    moment = "moment_slider"
+    moment_label = "moment_label"
+    minutes = "stuck_minutes"
+    sort = "heatmap_sort"
+    heatmap = "problems_heatmap"
+    download_button = "heatmap_download_button"
+    download = "heatmap_download"
+    progress = "progress_graph"
+    stuck = "stuck_table"
+    selected_version = "selected_version"  # a dcc.Store: the rowid clicked
+
+
+HEATMAP_SORTS = {"progress": "progress", "errors": "errors", "name": "name / uid", "team": "team"}
+STEPS = 60  # points of the progress graph
+
+
+def make_section():
+    return html.Div(
+        [
+            html.H4("Problems"),
+            html.Div(
+                [
+                    html.Label(
+                        [
+                            "assignment: ",
+                            dcc.Dropdown(
+                                id=Ids.assignment, clearable=False, style={"width": "22em"}
+                            ),
+                        ],
+                        style={"display": "flex", "alignItems": "center"},
+                    ),  # fmt: skip
+                    html.Label(
+                        [
+                            "stuck after (minutes): ",
+                            dcc.Input(
+                                id=Ids.minutes,
+                                type="number",
+                                value=10,
+                                min=1,
+                                debounce=True,
+                                style={"width": "5em"},
+                            ),
+                        ]
+                    ),  # fmt: skip
+                    dcc.RadioItems(
+                        id=Ids.sort,
+                        options=[{"label": v, "value": k} for k, v in HEATMAP_SORTS.items()],
+                        value="progress",
+                        inline=True,
+                    ),
+                ],
+                style={"display": "flex", "gap": "2em", "alignItems": "center"},
+            ),
+            html.Div(id=Ids.moment_label, style={"marginTop": "0.5em"}),
+            dcc.Slider(
+                id=Ids.moment,
+                min=-60,
+                max=0,
+                step=1,
+                value=0,
+                marks=None,
+                tooltip={"placement": "bottom"},
+            ),  # fmt: skip
+            dcc.Graph(id=Ids.heatmap, config={"displaylogo": False}),
+            html.Button("download heatmap CSV", id=Ids.download_button),
+            dcc.Download(id=Ids.download),
+            dcc.Graph(id=Ids.progress, config={"displaylogo": False}),
+            html.H4("Stuck and idle students"),
+            dash_table.DataTable(
+                id=Ids.stuck,
+                columns=[
+                    {"name": "student", "id": "student"},
+                    {"name": "kind", "id": "kind"},
+                    {"name": "problem", "id": "problem"},
+                    {"name": "since", "id": "since"},
+                    {"name": "link", "id": "link", "presentation": "markdown"},
+                ],
+                data=[],
+                sort_action="native",
+                export_format="csv",
+                style_cell={"textAlign": "left", "fontFamily": "sans-serif"},
+            ),
+            dcc.Store(id=Ids.selected_version),
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------- pure parts
+
+
+def to_seconds(moment):
+    return int(np.datetime64(moment, "s").astype(np.int64))
+
+
+def clock(seconds):
+    return str(np.datetime64(int(seconds), "s")).replace("T", " ")
+
+
+def student_labels(students, people, attrs, authorized):
+    """uid -> label: `uid [attrs]` with the password, else `student N`."""
+    labels = {}
+    for number, uid in enumerate(sorted(students), start=1):
+        if authorized:
+            user = people.by_uid.get(uid)
+            values = [user.attrs.get(a, "") for a in attrs] if user else []
+            labels[uid] = f"{uid} [{' '.join(values)}]" if values else uid
+        else:
+            labels[uid] = f"student {number}"
+    return labels
+
+
+def heatmap_figure(history, moment, students, labels):
+    """Rows = students, columns = problems, colors by outcome class at `moment`."""
+    cells = model.heatmap(history, moment, students)
+    codes = [[model.CLASSES.index(c) for c in row] for row in cells]
+    versions = [history.state_at(uid, moment) for uid in students]
+    hover = [
+        [f"{labels[uid]}<br>{p}: {c}<br>saved {clock(v.t) if v else '-'}"
+         for p, c in zip(history.problems, row)]
+        for uid, row, v in zip(students, cells, versions)
+    ]  # fmt: skip
+    custom = [[v.rowid if v else -1 for _ in history.problems] for v in versions]
+    colorscale = [
+        [edge, model.CLASS_COLORS[name]]
+        for code, name in enumerate(model.CLASSES)
+        for edge in (code / len(model.CLASSES), (code + 1) / len(model.CLASSES))
+    ]
+    trace = {
+        "type": "heatmap",
+        "z": codes,
+        "x": history.problems,
+        "y": [labels[uid] for uid in students],
+        "zmin": -0.5,
+        "zmax": len(model.CLASSES) - 0.5,
+        "colorscale": colorscale,
+        "showscale": False,
+        "text": hover,
+        "customdata": custom,
+        "hovertemplate": "%{text}<extra></extra>",
+        "xgap": 1,
+        "ygap": 1,
+    }
+    layout = {
+        "height": max(250, 100 + 20 * len(students)),
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 30},
+        "yaxis": {"autorange": "reversed", "automargin": True, "type": "category"},
+        "xaxis": {"side": "top", "type": "category"},
+        "title": {"text": f"{history.assignment} at {clock(moment)}", "font": {"size": 13}},
+    }
+    return {"data": [trace], "layout": layout}
+
+
+def heatmap_csv(history, moment, students, labels):
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["student", "version saved", *history.problems])
+    for uid, row in zip(students, model.heatmap(history, moment, students)):
+        version = history.state_at(uid, moment)
+        writer.writerow([labels[uid], clock(version.t) if version else "", *row])
+    return out.getvalue()
+
+
+def progress_figure(history, start, moment, students):
+    times = np.linspace(start, max(start + 60, moment), STEPS).astype(np.int64)
+    answered, median, q1, q3 = model.progress_series(history, list(times), students)
+    x = times.astype("datetime64[s]").astype("datetime64[ms]").astype(np.int64)
+    traces = [
+        {"type": "scatter", "mode": "lines", "x": x, "y": answered[i], "name": problem}
+        for i, problem in enumerate(history.problems)
+    ]
+    traces += [
+        {"type": "scatter", "mode": "lines", "x": x, "y": q3, "line": {"width": 0},
+         "yaxis": "y2", "showlegend": False, "hoverinfo": "skip"},
+        {"type": "scatter", "mode": "lines", "x": x, "y": q1, "line": {"width": 0},
+         "fill": "tonexty", "fillcolor": "rgba(0,0,0,0.12)", "yaxis": "y2",
+         "name": "interquartile range", "hoverinfo": "skip"},
+        {"type": "scatter", "mode": "lines", "x": x, "y": median, "yaxis": "y2",
+         "line": {"color": "black", "dash": "dot"}, "name": "median answered"},
+    ]  # fmt: skip
+    layout = {
+        "height": 350,
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
+        "xaxis": {"type": "date"},
+        "yaxis": {"title": {"text": "students with it answered"}, "rangemode": "tozero",
+                  "automargin": True},
+        "yaxis2": {"title": {"text": "answered per student"}, "overlaying": "y",
+                   "side": "right", "rangemode": "tozero", "automargin": True},
+        "legend": {"orientation": "h", "y": -0.2},
+        "title": {"text": f"class progress on {history.assignment}", "font": {"size": 13}},
+    }  # fmt: skip
+    return {"data": traces, "layout": layout}
+
+
+def stuck_rows(history, moment, minutes, students, labels, url_of):
+    rows = model.stuck_and_idle(history, moment, minutes, students)
+    return [
+        {
+            "student": labels[r["student"]],
+            "kind": r["kind"],
+            "problem": r["problem"],
+            "since": clock(r["since"]),
+            "link": f"[open]({url_of(r['rowid'])})" if url_of else "",
+            "rowid": r["rowid"],
+        }
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------------------- data access
+
+
+def assignment_options(context, catalog, people, authorized):
+    """Assignments most students have first; without the password, only shared ones."""
+    found = catalog.cache.get("assignments")
+    if found is None:
+        found = model.assignments(catalog.sources, catalog.source_owner, people.prefixes)
+        catalog.cache["assignments"] = found
+    names = sorted(found, key=lambda a: (-len(found[a]), a))
+    return [{"label": f"{a} ({len(found[a])})", "value": a} for a in names
+            if authorized or len(found[a]) > 1]  # fmt: skip
+
+
+def history_of(context, catalog, people, assignment):
+    key = ("history", assignment)
+    if key not in catalog.cache:
+        found = catalog.cache.get("assignments") or model.assignments(
+            catalog.sources, catalog.source_owner, people.prefixes
+        )
+        sources = found.get(assignment, [])
+        index = np.flatnonzero(np.isin(catalog.src, sources))
+        rows = [
+            (catalog.source_owner[s], t, rowid)
+            for s, t, rowid in zip(
+                catalog.src[index].tolist(),
+                catalog.t[index].astype(np.int64).tolist(),
+                catalog.rowid[index].tolist(),
+            )
+        ]
+        conn = context.connect()
+        try:
+            catalog.cache[key] = model.load_history(conn, assignment, rows)
+        finally:
+            conn.close()
+    return catalog.cache[key]
+
+
+def moment_of(slider_value, now):
+    return now + int(slider_value or 0) * 60
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+
+def register(app, context, filter_inputs):
+    """The callbacks of this section; `context` is the page's ActivityView."""
+
+    @app.callback(
+        Output(Ids.assignment, "options"),
+        Output(Ids.assignment, "value"),
+        Input(context.ids.passwd, "value"),
+        Input(context.ids.interval, "n_intervals"),
+        State(Ids.assignment, "value"),
+    )
+    def update_assignments(passwd, _, current):
+        try:
+            catalog, people = context.catalog_and_people()
+        except context.data_errors:
+            return [], None
+        options = assignment_options(context, catalog, people, context.authorized(passwd))
+        values = [o["value"] for o in options]
+        return options, current if current in values else (values[0] if values else None)
+
+    @app.callback(
+        Output(Ids.heatmap, "figure"),
+        Output(Ids.progress, "figure"),
+        Output(Ids.stuck, "data"),
+        Output(Ids.moment, "min"),
+        Output(Ids.moment_label, "children"),
+        Input(Ids.assignment, "value"),
+        Input(Ids.moment, "value"),
+        Input(Ids.minutes, "value"),
+        Input(Ids.sort, "value"),
+        Input(context.ids.passwd, "value"),
+        *[Input(*i) for i in filter_inputs],
+        Input(context.ids.interval, "n_intervals"),
+    )
+    def update_problems(assignment, slider, minutes, sort, passwd, column, value, _):
+        empty = {"data": [], "layout": {"height": 200}}
+        try:
+            catalog, people = context.catalog_and_people()
+        except context.data_errors as error:
+            return empty, empty, [], -60, str(error)
+        if not assignment:
+            return empty, empty, [], -60, "no assignment with a known owner yet"
+        authorized = context.authorized(passwd)
+        history = history_of(context, catalog, people, assignment)
+        allowed = context.allowed_uids(people, column, value, authorized)
+        students = [uid for uid in history.students if allowed is None or uid in allowed]
+        now = to_seconds(datetime.now())
+        start = history.first_time() or now
+        moment = moment_of(slider, now)
+        labels = student_labels(history.students, people, context.attrs, authorized)
+        team_of = context.team_of(people, authorized)
+        ordered = model.sort_students(history, moment, students, sort, team_of)
+        try:
+            window = max(1, int(minutes or 10))
+        except (TypeError, ValueError):
+            window = 10
+        url_of = context.version_url_of if authorized else None
+        rows = stuck_rows(history, moment, window, ordered, labels, url_of)
+        minimum = min(-1, -((now - start) // 60) - 1)
+        label = f"moment M: {clock(moment)} (slide to replay the session)"
+        return (
+            heatmap_figure(history, moment, ordered, labels),
+            progress_figure(history, start, moment, students),
+            rows,
+            minimum,
+            label,
+        )
+
+    @app.callback(
+        Output(Ids.download, "data"),
+        Input(Ids.download_button, "n_clicks"),
+        State(Ids.assignment, "value"),
+        State(Ids.moment, "value"),
+        State(Ids.sort, "value"),
+        State(context.ids.passwd, "value"),
+        *[State(*i) for i in filter_inputs],
+        prevent_initial_call=True,
+    )
+    def download(_, assignment, slider, sort, passwd, column, value):
+        catalog, people = context.catalog_and_people()
+        authorized = context.authorized(passwd)
+        history = history_of(context, catalog, people, assignment)
+        allowed = context.allowed_uids(people, column, value, authorized)
+        students = [uid for uid in history.students if allowed is None or uid in allowed]
+        moment = moment_of(slider, to_seconds(datetime.now()))
+        ordered = model.sort_students(history, moment, students, sort,
+                                      context.team_of(people, authorized))  # fmt: skip
+        labels = student_labels(history.students, people, context.attrs, authorized)
+        text = heatmap_csv(history, moment, ordered, labels)
+        name = f"heatmap_{assignment.replace('/', '_')}_{time.strftime('%H%M')}.csv"
+        return {"content": text, "filename": name, "type": "text/csv"}
+
+    @app.callback(
+        Output(Ids.selected_version, "data"),
+        Input(Ids.heatmap, "clickData"),
+        Input(Ids.stuck, "active_cell"),
+        State(Ids.stuck, "derived_viewport_data"),
+        prevent_initial_call=True,
+    )
+    def select_version(click, active_cell, table_rows):
+        from dash import ctx
+
+        if ctx.triggered_id == Ids.stuck and active_cell and table_rows:
+            return table_rows[active_cell["row"]].get("rowid")
+        try:
+            rowid = int(click["points"][0]["customdata"])
+        except (TypeError, KeyError, IndexError, ValueError):
+            return None
+        return rowid if rowid >= 0 else None
