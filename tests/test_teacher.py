@@ -64,7 +64,13 @@ def test_heatmap_cells_and_problem_order():
 
 
 def test_sort_by_progress_and_errors():
-    h = history({"a": [(1, {"p1": A, "p2": E})], "b": [(1, {"p1": A, "p2": A})], "c": [(1, {"p1": E, "p2": E})]})  # fmt: skip
+    h = history(
+        {
+            "a": [(1, {"p1": A, "p2": E})],
+            "b": [(1, {"p1": A, "p2": A})],
+            "c": [(1, {"p1": E, "p2": E})],
+        }
+    )
     assert model.sort_students(h, MINUTE, ["a", "b", "c"], "progress", str) == ["b", "a", "c"]
     assert model.sort_students(h, MINUTE, ["a", "b", "c"], "errors", str) == ["c", "a", "b"]
 
