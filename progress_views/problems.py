@@ -160,11 +160,16 @@ def heatmap_figure(history, moment, students, labels):
         "ygap": 1,
     }
     layout = {
-        "height": max(250, 100 + 20 * len(students)),
-        "margin": {"l": 10, "r": 10, "t": 30, "b": 30},
+        "height": max(250, 130 + 20 * len(students)),
+        "margin": {"l": 10, "r": 10, "t": 80, "b": 20},
         "yaxis": {"autorange": "reversed", "automargin": True, "type": "category"},
         "xaxis": {"side": "top", "type": "category"},
-        "title": {"text": f"{history.assignment} at {clock(moment)}", "font": {"size": 13}},
+        "title": {
+            "text": f"{history.assignment} at {clock(moment)}",
+            "font": {"size": 13},
+            "y": 0.98,
+            "yanchor": "top",
+        },
     }
     return {"data": [trace], "layout": layout}
 

@@ -14,6 +14,7 @@ from selenium.webdriver.common.keys import Keys
 from test_viewer import course, settings_for  # noqa: F401  (the session's synced course)
 
 import progress_viewer as pv
+from progress_views import problems, version
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("chromedriver"), reason="chromium-driver is not installed (./run test does)"
@@ -102,3 +103,43 @@ def test_clicking_a_marker_gives_a_link_to_the_version(dash_duo, course):  # noq
     dash_duo.wait_for_element(f"#{pv.Ids.link} a", timeout=10)
     href = dash_duo.find_element(f"#{pv.Ids.link} a").get_attribute("href")
     assert href.startswith("http://hub.example/notebooks/class/u0") and href.endswith(".ipynb")
+
+
+def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
+    """The heatmap renders, the slider moves M, a click opens the version, CSV downloads."""
+    dash_duo.start_server(pv.create_app(settings_for(course)))
+    dash_duo.driver.set_window_size(1300, 1400)
+    heatmap = f"#{problems.Ids.heatmap}"
+    dash_duo.wait_for_element(f"{heatmap} .heatmaplayer", timeout=20)
+    wait_until(lambda: len(dash_duo.find_elements(f"{heatmap} .ytick text")) == 12)
+    rows = [e.text for e in dash_duo.find_elements(f"{heatmap} .ytick text")]
+    assert sorted(rows, key=lambda r: int(r.split()[1])) == [f"student {n}" for n in range(1, 13)]
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView()", dash_duo.find_element(heatmap))
+    screenshot(dash_duo, "heatmap.png")
+
+    label = dash_duo.find_element(f"#{problems.Ids.moment_label}").text
+    handle = dash_duo.find_element(f"#{problems.Ids.moment} [role=slider]")
+    handle.click()
+    handle.send_keys(Keys.HOME)
+    wait_until(lambda: dash_duo.find_element(f"#{problems.Ids.moment_label}").text != label)
+    wait_until(lambda: len(dash_duo.find_elements(f"{heatmap} .ytick text")) == 12)
+
+    dash_duo.find_element(f"#{problems.Ids.download_button}").click()
+    folder = dash_duo.download_path
+    wait_until(lambda: any(name.endswith(".csv") for name in os.listdir(folder)))
+    (name,) = [n for n in os.listdir(folder) if n.endswith(".csv")]
+    with open(os.path.join(folder, name)) as stream:
+        lines = stream.read().splitlines()
+    assert lines[0].startswith("student,version saved,p1_1") and len(lines) == 13
+
+    handle.send_keys(Keys.END)
+    cell = dash_duo.find_element(f"{heatmap} .nsewdrag")
+    ActionChains(dash_duo.driver).move_to_element_with_offset(cell, 0, 0).pause(
+        0.5
+    ).click().perform()
+    dash_duo.wait_for_contains_text(f"#{version.Ids.view}", "saved", timeout=15)
+    assert "p1_1:" in dash_duo.find_element(f"#{version.Ids.view}").text
+    dash_duo.driver.execute_script(
+        "arguments[0].scrollIntoView()", dash_duo.find_element(f"#{version.Ids.view}")
+    )
+    screenshot(dash_duo, "version.png")

@@ -40,6 +40,7 @@ def settings_for(course, **extra):
         **pv.DEFAULTS,
         "SYNC_SQLITE": str(course / "sync.sqlite"),
         "USERS_CSV": str(course / "users.csv"),
+        "SYNC_DEST": str(course / "sync_dest"),
         "USER_ATTRS": ["real_name", "team"],
         "PASSWD": "s3cret",
         **extra,

@@ -5,7 +5,8 @@ Writes everything under --dir (default `demo/`, made anew): `users.csv`, the stu
 folders under `class/`, and what rsync_notebooks.py makes (`sync_dest/`, `sync_logs/`,
 `sync.sqlite`). The lab session's clock runs from --minutes ago to now: at every --step
 minutes the students' notebooks are written as they were then and one real sync cycle runs,
-so the database holds the whole session's history. Then progress_viewer.py serves it.
+so the database holds the whole session's history; a few students are planted stuck on a
+problem or idle. Then progress_viewer.py serves it.
 
 Example:
     .venv/bin/python tools/demo.py --students 40 --port 8050
@@ -24,6 +25,10 @@ sys.path.insert(0, HERE)
 import demo_course  # noqa: E402
 
 DEMO_PASSWORD = "demo"
+# Students planted to show in the stuck and idle lists: (uid, problem, from minute of the
+# session) and (uid, from minute).
+DEMO_STUCK = [("u003", "p1_3", 50), ("u007", "p2_2", 60)]
+DEMO_IDLE = [("u012", 50), ("u020", 60)]
 CONFIG = """\
 # Settings of the demo course's viewer (see progress_viewer_config.py.example).
 SYNC_SQLITE = "sync.sqlite"
@@ -54,7 +59,15 @@ def build_demo(directory, students, assignments, minutes, step):
     """Make the course and run one sync cycle per `step` minutes of the session."""
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
-    course = demo_course.make_course(students, assignments, minutes=minutes)
+    uids = {f"u{n + 1:03d}" for n in range(students)}
+    course = demo_course.make_course(
+        students,
+        assignments,
+        problems=8,
+        minutes=minutes,
+        stuck=[planted for planted in DEMO_STUCK if planted[0] in uids],
+        idle=[planted for planted in DEMO_IDLE if planted[0] in uids],
+    )
     demo_course.write_users_csv(os.path.join(directory, "users.csv"), course.students)
     with open(os.path.join(directory, "progress_viewer_config.py"), "w") as stream:
         stream.write(CONFIG.format(password=DEMO_PASSWORD))
