@@ -31,7 +31,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 
-def make_database(path, users_csv, rows, versions=100, per_student=10, seed=3):
+RESULTS = ("error", "execute_result", "stream", "non-empty", "empty")
+
+
+def make_database(path, users_csv, rows, versions=100, per_student=10, seed=3, problems=6):
     rng = random.Random(seed)
     n_files = max(1, rows // versions)
     n_students = max(1, n_files // per_student)
@@ -61,6 +64,16 @@ def make_database(path, users_csv, rows, versions=100, per_student=10, seed=3):
                 yield (name, stamp, f"s{student:05d}", *counts)
 
     conn.executemany("INSERT INTO summary VALUES (?,?,?,?,?,?,?,?)", generate())
+    if problems:
+        conn.execute("CREATE INDEX problems_filename ON problems(filename)")
+        conn.executemany(
+            "INSERT INTO problems VALUES (?,?,?)",
+            (
+                (filename, f"p{i}", rng.choice(RESULTS))
+                for (filename,) in conn.execute("SELECT filename FROM summary").fetchall()
+                for i in range(problems)
+            ),
+        )
     conn.commit()
     conn.close()
 
@@ -90,6 +103,7 @@ def measure(db, users_csv, repeats):
                 to_json_plotly(figure_now)
                 timings[name].append(time.perf_counter() - started)
     sent = len(to_json_plotly(figure).encode())
+    teacher = measure_teacher(view, app, repeats)
     markers = sum(len(trace["x"]) for trace in figure["data"])
     return {
         "load": load,
@@ -98,7 +112,64 @@ def measure(db, users_csv, repeats):
         "bytes": sent,
         "markers": markers,
         "rss_mb": psutil.Process().memory_info().rss / 1e6,
+        **teacher,
     }
+
+
+def measure_teacher(view, app, repeats):
+    """Heatmap + stuck list of one assignment, and the version view of a 500 KB notebook."""
+    import numpy as np
+    from plotly.io.json import to_json_plotly
+
+    from progress_views import model, problems, version
+
+    catalog, people = view.catalog_and_people()
+    started = time.perf_counter()
+    history = problems.history_of(view, catalog, people, "pl00/pl00.ipynb")
+    load = time.perf_counter() - started
+    moment = max(vs[-1].t for vs in history.versions.values())
+    students = history.students
+    labels = problems.student_labels(students, people, view.attrs, False)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        ordered = model.sort_students(history, moment, students, "progress", str)
+        figure = problems.heatmap_figure(history, moment, ordered, labels)
+        rows = problems.stuck_rows(history, moment, 10, ordered, labels, None)
+        to_json_plotly([figure, rows])
+        timings.append(time.perf_counter() - started)
+    render = measure_version_view(np, to_json_plotly, model, version, repeats)
+    return {
+        "history_load": load,
+        "heatmap_p50": statistics.median(timings),
+        "heatmap_students": len(students),
+        "heatmap_versions": sum(len(vs) for vs in history.versions.values()),
+        "version_p50": render,
+    }
+
+
+def measure_version_view(np, to_json_plotly, model, version, repeats):
+    """Read, render and serialize a 500 KB notebook (mostly one PNG) and its diff."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import demo_course
+
+    with tempfile.TemporaryDirectory() as dest:
+        assignment = demo_course.Assignment("nb.ipynb", "plot", [f"q{i}" for i in range(20)],
+                                            padding=500_000)  # fmt: skip
+        outcomes = {q: "answered" for q in assignment.problems}
+        for name, seed in (("nb.bak_1.ipynb", 1), ("nb.ipynb", 2)):
+            content = demo_course.assignment_notebook(assignment, outcomes, padding_seed=seed)
+            demo_course.write_notebook(os.path.join(dest, name), content, time.time())
+        size = os.path.getsize(os.path.join(dest, "nb.ipynb"))
+        versions = [model.Version(0, 1, "nb.bak_1.ipynb", {}), model.Version(60, 2, "nb.ipynb", {})]
+        history = model.History("nb.ipynb", assignment.problems, {"u": versions})
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            to_json_plotly(version.render_version(dest, history, "u", 2, None))
+            timings.append(time.perf_counter() - started)
+    assert size > 450_000, size
+    return statistics.median(timings)
 
 
 def report(results):
@@ -118,6 +189,22 @@ def report(results):
             f"{r['regexp_p95'] * 1e3:.0f} | {r['bytes']:,} | {r['markers']:,} | "
             f"{r['bytes'] / max(1, r['markers']):.0f} | {r['rss_mb']:.0f} |"
         )
+    lines += [
+        "",
+        "Teacher views, one assignment (history read once per database change, then cached):",
+        "",
+        "| summary rows | students x versions | history load (ms) | heatmap + stuck list p50 (ms) "
+        "| version view of a 500 KB notebook p50 (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for rows, r in results:
+        if r.get("heatmap_students"):
+            per_student = r["heatmap_versions"] // r["heatmap_students"]
+            lines.append(
+                f"| {rows:,} | {r['heatmap_students']} x {per_student}"
+                f" | {r['history_load'] * 1e3:.0f} | {r['heatmap_p50'] * 1e3:.0f} |"
+                f" {r['version_p50'] * 1e3:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -135,7 +222,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_viewer_") as tmp:
         for rows in args.sizes:
             db, users = os.path.join(tmp, f"{rows}.sqlite"), os.path.join(tmp, f"{rows}.csv")
-            make_database(db, users, rows)
+            make_database(db, users, rows, problems=6 if rows <= 100_000 else 0)
             command = [
                 sys.executable,
                 __file__,
