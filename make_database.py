@@ -163,16 +163,22 @@ def dest_relative(notebooks):
 
 
 def owner_prefixes(users):
-    """(prefix, uid) pairs for owner lookup, longest prefix first."""
-    pairs = [(dest_relative(user.notebooks), user.uid) for user in users]
-    return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
+    """{folder under the destination: uid} for owner lookup (the first row wins a tie)."""
+    prefixes = {}
+    for user in users:
+        folder = dest_relative(user.notebooks)
+        prefixes.setdefault("" if folder == "." else folder, user.uid)
+    return prefixes
 
 
 def owner_of(filename, prefixes):
-    """The uid whose notebooks folder holds `filename` (whole path components), or unknown."""
-    for prefix, uid in prefixes:
-        if prefix in ("", ".") or filename.startswith(prefix + "/"):
-            return uid
+    """The uid whose notebooks folder holds `filename` (whole path components; the deepest
+    folder wins), or unknown. It looks up each parent folder: no scan of all users."""
+    folder = filename
+    while folder:
+        folder = folder.rpartition("/")[0]
+        if folder in prefixes:
+            return prefixes[folder]
     return UNKNOWN_OWNER
 
 
