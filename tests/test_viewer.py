@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime
 
 import pytest
@@ -445,3 +446,54 @@ def test_reading_the_database_does_not_look_like_a_change(tmp_path):
     conn.commit()
     assert len(cache.get(str(tmp_path / "s.sqlite")).sources) == len(first.sources) + 1
     conn.close()
+
+
+def test_filter_by_a_users_csv_column_and_attrs_only_after_the_password(course):
+    """`team` is in USER_ATTRS: offered only with the password; then it filters the view."""
+    view = pv.ActivityView(settings_for(course, USER_ATTRS=["real_name"]))
+    people = view.catalog_and_people()[1]
+    assert view.filter_columns(people, authorized=False) == ["team"]
+    assert view.filter_columns(people, authorized=True) == ["real_name", "team"]
+    assert view.allowed_uids(people, "real_name", "Alice Sato", authorized=False) is None
+    team1 = view.allowed_uids(people, "team", "team1", authorized=False)
+    assert team1 == {"u001", "u006", "u011"}
+    with pv_request():
+        figure, n_rows, _ = view.graph(None, "", [], "", "", "latest", [], 100, False,
+                                       "team", "team1")  # fmt: skip
+    assert n_rows == "6 rows"  # 3 students x 2 assignments
+
+
+def test_url_prefix_serves_the_page_under_it(course):
+    app = pv.create_app(settings_for(course, URL_PREFIX="/progress/"))
+    client = app.server.test_client()
+    assert client.get("/progress/").status_code == 200
+    assert client.get("/").status_code == 404
+    assert b"/progress/_dash" in client.get("/progress/").data
+
+
+def test_gunicorn_serves_the_application(course, tmp_path):
+    """`gunicorn progress_viewer:application`, the config found in the working directory."""
+    db, users = str(course / "sync.sqlite"), str(course / "users.csv")
+    (tmp_path / "progress_viewer_config.py").write_text(
+        f"SYNC_SQLITE = {db!r}\nUSERS_CSV = {users!r}\n"
+    )
+    port = free_port()
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    server = subprocess.Popen(
+        [gunicorn, "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "--pythonpath", ROOT,
+         "progress_viewer:application"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        body = b""
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_dash-layout") as response:
+                    body = response.read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert b"activity_graph" in body and b"problems_heatmap" in body
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
