@@ -71,6 +71,9 @@ MASK = "*"
 PASSWORD_FAILURES_ALLOWED = 5
 PASSWORD_WINDOW_SECONDS = 300
 MAX_REGEXP_LENGTH = 1000
+# Text boxes send their value once typing pauses this long (or on Enter): one request, and
+# one password attempt, per word typed rather than per key.
+TYPING_PAUSE = 0.5
 
 # ---------------------------------------------------------------------------- ids
 
@@ -639,13 +642,21 @@ def make_controls():
             labelled(
                 "path regexp:",
                 dcc.Input(
-                    id=Ids.path_re, type="text", debounce=True, placeholder="pl01/", size="30"
+                    id=Ids.path_re,
+                    type="text",
+                    debounce=TYPING_PAUSE,
+                    placeholder="pl01/",
+                    size="30",
                 ),
             ),  # fmt: skip
             labelled(
                 "after:",
                 dcc.Input(
-                    id=Ids.time_after, type="text", debounce=True, placeholder="-2 hours", size="18"
+                    id=Ids.time_after,
+                    type="text",
+                    debounce=TYPING_PAUSE,
+                    placeholder="-2 hours",
+                    size="18",
                 ),
             ),  # fmt: skip
             labelled(
@@ -653,7 +664,7 @@ def make_controls():
                 dcc.Input(
                     id=Ids.time_before,
                     type="text",
-                    debounce=True,
+                    debounce=TYPING_PAUSE,
                     placeholder="2021-03-15T12:00",
                     size="18",
                 ),
@@ -665,7 +676,7 @@ def make_controls():
                     type="number",
                     value=100,
                     min=1,
-                    debounce=True,
+                    debounce=TYPING_PAUSE,
                     style={"width": "6em"},
                 ),
             ),  # fmt: skip
@@ -676,7 +687,7 @@ def make_controls():
                     type="number",
                     value=10,
                     min=1,
-                    debounce=True,
+                    debounce=TYPING_PAUSE,
                     style={"width": "5em"},
                 ),
             ),  # fmt: skip
@@ -692,7 +703,9 @@ def make_shared_bar():
             html.Label(
                 [
                     "passwd: ",
-                    dcc.Input(id=Ids.passwd, type="password", debounce=True, autoComplete="off"),
+                    dcc.Input(
+                        id=Ids.passwd, type="password", debounce=TYPING_PAUSE, autoComplete="off"
+                    ),
                 ]
             ),  # fmt: skip
             html.Label(

@@ -31,6 +31,7 @@ class Ids:
 
 HEATMAP_SORTS = {"progress": "progress", "errors": "errors", "name": "name / uid", "team": "team"}
 STEPS = 60  # points of the progress graph
+TYPING_PAUSE = 0.5  # seconds, as in progress_viewer
 
 
 def make_section():
@@ -56,7 +57,7 @@ def make_section():
                                 type="number",
                                 value=10,
                                 min=1,
-                                debounce=True,
+                                debounce=TYPING_PAUSE,
                                 style={"width": "5em"},
                             ),
                         ]

@@ -28,10 +28,15 @@ def screenshot(dash_duo, name):
     dash_duo.driver.save_screenshot(os.path.join(SCREENSHOTS, name))
 
 
-def tick_labels(dash_duo):
-    """The graph's row labels, read in one step (the graph may redraw meanwhile)."""
-    script = f"return [...document.querySelectorAll('#{pv.Ids.graph} .ytick text')]"
-    return dash_duo.driver.execute_script(script + ".map(e => e.textContent)")
+def texts(dash_duo, selector):
+    """The text of every element matching `selector`, read in one step (a graph may
+    redraw meanwhile)."""
+    script = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
+    return dash_duo.driver.execute_script(script, selector)
+
+
+def tick_labels(dash_duo, graph=pv.Ids.graph):
+    return texts(dash_duo, f"#{graph} .ytick text")
 
 
 def wait_until(condition, timeout=15):
@@ -43,7 +48,7 @@ def wait_until(condition, timeout=15):
 
 def type_into(dash_duo, component_id, text):
     box = dash_duo.find_element(f"#{component_id}")
-    box.clear()
+    box.send_keys(Keys.CONTROL, "a")  # what a person does: select all, type over it
     box.send_keys(text + Keys.ENTER)
 
 
@@ -111,8 +116,8 @@ def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
     dash_duo.driver.set_window_size(1300, 1400)
     heatmap = f"#{problems.Ids.heatmap}"
     dash_duo.wait_for_element(f"{heatmap} .heatmaplayer", timeout=20)
-    wait_until(lambda: len(dash_duo.find_elements(f"{heatmap} .ytick text")) == 12)
-    rows = [e.text for e in dash_duo.find_elements(f"{heatmap} .ytick text")]
+    wait_until(lambda: len(tick_labels(dash_duo, problems.Ids.heatmap)) == 12)
+    rows = tick_labels(dash_duo, problems.Ids.heatmap)
     assert sorted(rows, key=lambda r: int(r.split()[1])) == [f"student {n}" for n in range(1, 13)]
     dash_duo.driver.execute_script("arguments[0].scrollIntoView()", dash_duo.find_element(heatmap))
     screenshot(dash_duo, "heatmap.png")
@@ -122,7 +127,7 @@ def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
     handle.click()
     handle.send_keys(Keys.HOME)
     wait_until(lambda: dash_duo.find_element(f"#{problems.Ids.moment_label}").text != label)
-    wait_until(lambda: len(dash_duo.find_elements(f"{heatmap} .ytick text")) == 12)
+    wait_until(lambda: len(tick_labels(dash_duo, problems.Ids.heatmap)) == 12)
 
     dash_duo.find_element(f"#{problems.Ids.download_button}").click()
     folder = dash_duo.download_path
