@@ -52,7 +52,7 @@ from progress_views import problems, version  # noqa: E402
 
 LOG = logging.getLogger("progress_viewer")
 
-# ---------------------------------------------------------------------------- settings
+# ---------------------------------------------------------------------------- constants
 
 CONFIG_NAME = "progress_viewer_config.py"
 DEFAULTS = {
@@ -498,37 +498,26 @@ class View:
 
     sources: list  # source indexes, top row first
     versions: np.ndarray  # indexes into the catalog's arrays
-    rows: dict  # source index -> row number
 
 
-def sort_keys(catalog, latest, criteria, people):
+def sort_keys(catalog, latest, criteria, team_of):
     """Sort key per shown source (ascending), from each one's latest version."""
-    src = catalog.src[latest]
-    counts = np.nan_to_num(catalog.counts[latest])
+    times = catalog.t[latest].astype(np.int64).tolist()
+    counts = np.nan_to_num(catalog.counts[latest]).tolist()
+    sources = catalog.src[latest].tolist()
     if criteria == "most_ok":
-        return [(-(c[0] + c[1] + c[2]), -t) for c, t in zip(counts, latest_times(catalog, latest))]
+        return [(-(c[0] + c[1] + c[2]), -t) for c, t in zip(counts, times)]
     if criteria == "most_error":
-        return [(-c[3], -t) for c, t in zip(counts, latest_times(catalog, latest))]
-    if criteria in ("user", "team"):
-        keys = []
-        for s in src:
-            owner = catalog.source_owner[s]
-            user = people.by_uid.get(owner)
-            team = user.attrs.get("team", "") if user else ""
-            keys.append(
-                (team, owner, catalog.sources[s])
-                if criteria == "team"
-                else (owner, catalog.sources[s])
-            )
-        return keys
-    return [(-t,) for t in latest_times(catalog, latest)]
+        return [(-c[3], -t) for c, t in zip(counts, times)]
+    if criteria == "user":
+        return [(catalog.source_owner[s], catalog.sources[s]) for s in sources]
+    if criteria == "team":
+        owners = [catalog.source_owner[s] for s in sources]
+        return [(team_of(o), o, catalog.sources[s]) for o, s in zip(owners, sources)]
+    return [(-t,) for t in times]
 
 
-def latest_times(catalog, latest):
-    return catalog.t[latest].astype(np.int64)
-
-
-def select_view(catalog, mask, after, before, only_latest, criteria, max_lines, people):
+def select_view(catalog, mask, after, before, only_latest, criteria, max_lines, team_of):
     """The View for the given filters (pure: the catalog is not changed)."""
     chosen = mask[catalog.src]
     if after is not None:
@@ -537,19 +526,18 @@ def select_view(catalog, mask, after, before, only_latest, criteria, max_lines, 
         chosen &= catalog.t <= np.datetime64(before, "s")
     picked = np.flatnonzero(chosen)
     if len(picked) == 0:
-        return View([], picked, {})
+        return View([], picked)
     src = catalog.src[picked]
     last_of_source = np.append(src[1:] != src[:-1], True)  # sorted by (src, t)
     latest = picked[last_of_source]
-    keys = sort_keys(catalog, latest, criteria, people)
+    keys = sort_keys(catalog, latest, criteria, team_of)
     order = sorted(range(len(latest)), key=keys.__getitem__)[:max_lines]
     shown = [int(catalog.src[latest[i]]) for i in order]
-    rows = {s: n for n, s in enumerate(shown)}
     if only_latest:
         versions = latest[np.isin(catalog.src[latest], shown)]
     else:
         versions = picked[np.isin(src, shown)]
-    return View(shown, versions, rows)
+    return View(shown, versions)
 
 
 def make_figure(catalog, view, labels):
@@ -864,7 +852,8 @@ class ActivityView:
         if allowed is not None:
             owners = np.array([owner in allowed for owner in catalog.source_owner], dtype=bool)
             mask = mask & owners
-        view = select_view(catalog, mask, *window, bool(only_latest), criteria, limit, people)
+        team_of = self.team_of(people, authorized)
+        view = select_view(catalog, mask, *window, bool(only_latest), criteria, limit, team_of)
         attrs = list(settings["USER_ATTRS"])
         labels = [
             row_label(catalog.sources[s], catalog.source_owner[s], people, attrs, authorized)

@@ -193,7 +193,8 @@ def seed_view(tmp_path, **filters):
     args = {"patterns": [], "after": None, "before": None, "only_latest": False,
             "criteria": "latest", "max_lines": 100, **filters}  # fmt: skip
     mask = pv.source_mask(catalog, args.pop("patterns"))
-    view = pv.select_view(catalog, mask, people=people, **args)
+    team_of = pv.ActivityView(pv.DEFAULTS).team_of(people, authorized=True)
+    view = pv.select_view(catalog, mask, team_of=team_of, **args)
     return catalog, view
 
 
