@@ -587,15 +587,17 @@ def main(argv=None):
         if args.dry_run:
             return print_dry_run(args.log, args.dest, users)
         os.umask(0o077)
+        # Ctrl-C or SIGTERM cannot stop us halfway through a log (the driver, which got
+        # the same Ctrl-C, stops once we are done).
+        previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOP_SIGNALS}
         conn = connect(args.db)
-        # Ctrl-C or SIGTERM waits until the log is applied: never half a log.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             recorded = apply_log(conn, args.log, args.dest, users)
         finally:
             conn.close()
             restrict_to_instructor([args.db, args.db + "-wal", args.db + "-shm"])
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
     except UsersCsvError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
@@ -605,8 +607,6 @@ def main(argv=None):
     except (sqlite3.Error, OSError) as error:
         print(f"Error: {args.db}: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
     print(f"{args.log}: recorded {recorded} versions in {args.db}")
     return 0
 

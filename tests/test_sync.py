@@ -576,3 +576,27 @@ def test_viewer_can_read_while_a_log_is_applied(tmp_path):
     reader.execute("COMMIT")
     assert len(reader.execute("SELECT * FROM summary").fetchall()) == 6
     reader.close()
+
+
+def test_ctrl_c_while_make_database_applies_a_log_does_not_stop_it(tmp_path):
+    """SIGINT and SIGTERM in the middle of writing: the log is still applied whole."""
+    root = populate_two_cycles(tmp_path)
+    sync(root)
+    expected = db_state(root / "sync.sqlite")
+    os.remove(root / "sync.sqlite")
+    interrupter = (
+        "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import make_database as md\n"
+        "original = md.write_summary\n"
+        "def wrapped(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return original(*a, **k)\n"
+        "md.write_summary = wrapped\n"
+        "sys.exit(md.main(sys.argv[2:]))\n"
+    )
+    for log in sorted(os.listdir(root / "sync_logs")):
+        done = subprocess.run(
+            [sys.executable, "-c", interrupter, ROOT, "--log", f"sync_logs/{log}"], cwd=root
+        )
+        assert done.returncode == 0
+    assert db_state(root / "sync.sqlite") == expected
