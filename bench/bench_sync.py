@@ -6,7 +6,8 @@ Builds a course of --students x --notebooks notebooks (log-normal sizes, median 
   full   the first cycle (everything copied and parsed)
   5%     a cycle after 5% of the notebooks changed
   none   a cycle where nothing changed
-each for bare rsync (same flags, same tree, its own destination) and for one cycle of
+each on --copies destination pairs (medians reported), for bare rsync (same flags, same
+tree, its own destination) and for one cycle of
 `rsync_notebooks.py --no-sudo --repeat 1 --min-sleep 0` (the time it prints: rsync, the
 log, make_database.py in its own process), plus make_database.py's
 notebooks per second. Writes bench/results/sync.md.
@@ -83,11 +84,12 @@ def bare_rsync(root, dest, suffix):
     return time.perf_counter() - started
 
 
-def ours(root):
+def ours(root, copy):
     """One cycle's time as the running loop measures it (`took X sec`): the loop is
     long-lived, so the interpreter's start-up is not part of a cycle."""
     command = [sys.executable, os.path.join(ROOT, "rsync_notebooks.py"), "--no-sudo",
-               "--repeat", "1", "--min-sleep", "0"]  # fmt: skip
+               "--repeat", "1", "--min-sleep", "0", "--dest", f"sync_dest{copy}",
+               "--log-dir", f"sync_logs{copy}", "--db", f"sync{copy}.sqlite"]  # fmt: skip
     output = subprocess.run(command, cwd=root, check=True, capture_output=True, text=True)
     return float(re.search(r"took ([0-9.]+) sec", output.stdout).group(1))
 
@@ -106,9 +108,14 @@ def run(args):
                 changed = touch_some(paths, 0.05, rng)
             elif phase == "none":
                 changed = 0
-            subprocess.run(["sync"], check=True)
-            bare = bare_rsync(root, "bare_dest", f".bak_{phase}")
-            mine = ours(root)
+            # each phase on `copies` destination pairs, bare and ours in turn; medians
+            bares, mines = [], []
+            for copy in range(args.copies):
+                subprocess.run(["sync"], check=True)
+                bares.append(bare_rsync(root, f"bare_dest{copy}", f".bak_{phase}"))
+                subprocess.run(["sync"], check=True)
+                mines.append(ours(root, copy))
+            bare, mine = statistics.median(bares), statistics.median(mines)
             results.append((phase, changed, bare, mine))
         parse = parse_rate(root)
     finally:
@@ -121,7 +128,7 @@ def parse_rate(root):
     import make_database
 
     paths = []
-    for folder, _, files in os.walk(os.path.join(root, "sync_dest")):
+    for folder, _, files in os.walk(os.path.join(root, "sync_dest0")):
         paths += [os.path.join(folder, f) for f in files if f.endswith(".ipynb")]
     started = time.perf_counter()
     for path in paths:
@@ -134,7 +141,8 @@ def report(args, total, median, results, parse):
         f"# Sync benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
         "",
         f"Course: {args.students} students x {args.notebooks} notebooks, "
-        f"{total / 1e6:.0f} MB, median notebook {median / 1e3:.0f} KB.",
+        f"{total / 1e6:.0f} MB, median notebook {median / 1e3:.0f} KB; "
+        f"medians of {args.copies} runs on separate destinations.",
         "",
         "| cycle | files changed | bare rsync (s) | rsync_notebooks.py (s) | ratio |",
         "|---|---|---|---|---|",
@@ -150,6 +158,9 @@ def main(argv=None):
     parser.add_argument("--students", type=int, default=300)
     parser.add_argument("--notebooks", type=int, default=20)
     parser.add_argument("--tmp", default=None, help="Where to build the course.")
+    parser.add_argument(
+        "--copies", type=int, default=3, help="Destination pairs each phase is timed on."
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sync.md"))
     args = parser.parse_args(argv)
     text = report(args, *run(args))
