@@ -212,7 +212,11 @@ def parse_log(lines):
         match = ITEMIZE_RE.match(line.rstrip("\n"))
         if not match or match.group(1)[1] != "f":
             continue
-        path = decode_rsync_name(match.group(2))
+        # rsync --relative names files of absolute sources with their leading slash;
+        # under the destination they are relative. `..` never comes from rsync.
+        path = decode_rsync_name(match.group(2)).lstrip("/")
+        if not path or ".." in path.split("/"):
+            continue
         if path not in seen:
             seen.add(path)
             files.append(path)

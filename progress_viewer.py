@@ -1018,12 +1018,14 @@ _default_app = None
 
 
 def __getattr__(name):
-    """`application`: the Flask server for gunicorn or mod_wsgi, built on first use."""
+    """`application`, the Flask server for gunicorn or mod_wsgi, and `app`, the Dash app:
+    built on first use with the settings found as the command line finds them (or named
+    by the environment variable PROGRESS_VIEWER_CONFIG)."""
     global _default_app
-    if name == "application":
+    if name in ("application", "app"):
         if _default_app is None:
             _default_app = create_app(load_settings(os.environ.get("PROGRESS_VIEWER_CONFIG")))
-        return _default_app.server
+        return _default_app.server if name == "application" else _default_app
     raise AttributeError(name)
 
 

@@ -301,3 +301,9 @@ def test_parse_only_names_an_unreadable_file(tmp_path):
     result = run_script("make_database.py", "--parse-only", bad, cwd=tmp_path, check=False)
     assert result.returncode == 1
     assert str(bad) in result.stderr and "not a readable notebook" in result.stderr
+
+
+def test_parse_log_makes_absolute_names_relative_and_skips_climbing_ones():
+    """Files of absolute sources are under dest: nothing outside dest is ever touched."""
+    lines = ["suffix=.bak_T\n", ">f+++++++++|/home/a/nb/x.ipynb|\n", ">f+++++++++|a/../../etc/x|\n"]
+    assert md.parse_log(lines)[1] == ["home/a/nb/x.ipynb"]

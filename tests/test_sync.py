@@ -600,3 +600,19 @@ def test_ctrl_c_while_make_database_applies_a_log_does_not_stop_it(tmp_path):
         )
         assert done.returncode == 0
     assert db_state(root / "sync.sqlite") == expected
+
+
+def test_absolute_notebooks_folders_keep_their_path_under_dest(tmp_path):
+    """users.csv may name absolute folders; rsync --relative keeps the whole path."""
+    home = tmp_path / "home"
+    write_users(tmp_path / "users.csv", [("a", str(home / "a" / "nb")), ("b", str(home / "b"))])
+    write_text(home / "a/nb/x.txt", "x")
+    write_text(home / "b/y.txt", "y")
+    work = tmp_path / "work"
+    work.mkdir()
+    sync(work, "--users-csv", tmp_path / "users.csv")
+    relative = str(home).lstrip("/")
+    assert rows(work / "sync.sqlite", "SELECT filename, owner FROM summary ORDER BY 1") == [
+        (f"{relative}/a/nb/x.txt", "a"),
+        (f"{relative}/b/y.txt", "b"),
+    ]
