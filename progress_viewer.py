@@ -332,8 +332,15 @@ def load_catalog(db, key):
         conn.close()
     if not sources:
         empty = np.empty(0)
-        return Catalog(key, [], [], empty.astype(np.int32), empty.astype("datetime64[s]"),
-                       empty.astype(np.int64), np.empty((0, 5), np.float32))  # fmt: skip
+        return Catalog(
+            key,
+            [],
+            [],
+            empty.astype(np.int32),
+            empty.astype("datetime64[s]"),
+            empty.astype(np.int64),
+            np.empty((0, 5), np.float32),
+        )
     src, t = np.concatenate(parts["src"]), np.concatenate(parts["t"])
     order = np.lexsort((t, src))
     return Catalog(
@@ -636,7 +643,7 @@ def make_controls():
                     placeholder="pl01/",
                     size="30",
                 ),
-            ),  # fmt: skip
+            ),
             labelled(
                 "after:",
                 dcc.Input(
@@ -646,7 +653,7 @@ def make_controls():
                     placeholder="-2 hours",
                     size="18",
                 ),
-            ),  # fmt: skip
+            ),
             labelled(
                 "before:",
                 dcc.Input(
@@ -656,7 +663,7 @@ def make_controls():
                     placeholder="2021-03-15T12:00",
                     size="18",
                 ),
-            ),  # fmt: skip
+            ),
             labelled(
                 "max entries:",
                 dcc.Input(
@@ -667,7 +674,7 @@ def make_controls():
                     debounce=TYPING_PAUSE,
                     style={"width": "6em"},
                 ),
-            ),  # fmt: skip
+            ),
             labelled(
                 "group threshold:",
                 dcc.Input(
@@ -678,7 +685,7 @@ def make_controls():
                     debounce=TYPING_PAUSE,
                     style={"width": "5em"},
                 ),
-            ),  # fmt: skip
+            ),
         ],
         style={"display": "flex", "flexWrap": "wrap", "gap": "0.5em"},
     )
@@ -695,7 +702,7 @@ def make_shared_bar():
                         id=Ids.passwd, type="password", debounce=TYPING_PAUSE, autoComplete="off"
                     ),
                 ]
-            ),  # fmt: skip
+            ),
             html.Label(
                 [
                     "only students whose ",
@@ -711,13 +718,13 @@ def make_shared_bar():
                         style={"width": "12em", "display": "inline-block"},
                     ),
                 ]
-            ),  # fmt: skip
+            ),
             dcc.Checklist(
                 id=Ids.pause,
                 options=[{"label": "pause refresh", "value": "pause"}],
                 value=[],
                 inline=True,
-            ),  # fmt: skip
+            ),
         ],
         style={"display": "flex", "gap": "2em", "alignItems": "center", "flexWrap": "wrap"},
     )
@@ -833,8 +840,20 @@ class ActivityView:
             conn.close()
         return version_url(self.settings["URL_TEMPLATE"], row[0]) if row else None
 
-    def graph(self, passwd, path_re, groups, after, before, criteria, only_latest, max_lines,
-              count_failure=False, filter_column=None, filter_value=None):  # fmt: skip
+    def graph(
+        self,
+        passwd,
+        path_re,
+        groups,
+        after,
+        before,
+        criteria,
+        only_latest,
+        max_lines,
+        count_failure=False,
+        filter_column=None,
+        filter_value=None,
+    ):
         """(figure, 'N rows', message) for the given controls."""
         settings = self.settings
         authorized = self.authorized(passwd, count_failure)
@@ -902,8 +921,10 @@ def version_url(template, filename):
 
 
 def empty_figure():
-    return {"data": [], "layout": {"height": 300, "xaxis": {"visible": False},
-                                   "yaxis": {"visible": False}}}  # fmt: skip
+    return {
+        "data": [],
+        "layout": {"height": 300, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
+    }
 
 
 def register_callbacks(app, view):
@@ -923,11 +944,23 @@ def register_callbacks(app, view):
         Input(Ids.filter_value, "value"),
         Input(Ids.interval, "n_intervals"),
     )
-    def update_graph(passwd, path_re, groups, after, before, criteria, latest, max_lines,
-                     column, value, _):  # fmt: skip
+    def update_graph(
+        passwd, path_re, groups, after, before, criteria, latest, max_lines, column, value, _
+    ):
         typed_now = dash.ctx.triggered_id == Ids.passwd
-        return view.graph(passwd, path_re, groups, after, before, criteria, latest, max_lines,
-                          typed_now, column, value)  # fmt: skip
+        return view.graph(
+            passwd,
+            path_re,
+            groups,
+            after,
+            before,
+            criteria,
+            latest,
+            max_lines,
+            typed_now,
+            column,
+            value,
+        )
 
     @app.callback(Output(Ids.interval, "disabled"), Input(Ids.pause, "value"))
     def pause_refresh(pause):

@@ -47,9 +47,11 @@ def make_tree(root, students, notebooks, seed=7):
         for n in range(notebooks):
             size = int(min(2_000_000, rng.lognormvariate(11.0, 0.8)))  # median ~60 KB
             assignment = demo_course.Assignment(
-                path=f"pl{n:02d}/pl{n:02d}.ipynb", kernel="plot",
-                problems=[f"p{n}_{i}" for i in range(6)], padding=size,
-            )  # fmt: skip
+                path=f"pl{n:02d}/pl{n:02d}.ipynb",
+                kernel="plot",
+                problems=[f"p{n}_{i}" for i in range(6)],
+                padding=size,
+            )
             outcomes = {g: rng.choice(["empty", "error", "answered"]) for g in assignment.problems}
             path = os.path.join(root, "class", uid, "notebooks", assignment.path)
             content = demo_course.assignment_notebook(
@@ -87,9 +89,21 @@ def bare_rsync(root, dest, suffix):
 def ours(root, copy):
     """One cycle's time as the running loop measures it (`took X sec`): the loop is
     long-lived, so the interpreter's start-up is not part of a cycle."""
-    command = [sys.executable, os.path.join(ROOT, "rsync_notebooks.py"), "--no-sudo",
-               "--repeat", "1", "--min-sleep", "0", "--dest", f"sync_dest{copy}",
-               "--log-dir", f"sync_logs{copy}", "--db", f"sync{copy}.sqlite"]  # fmt: skip
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "rsync_notebooks.py"),
+        "--no-sudo",
+        "--repeat",
+        "1",
+        "--min-sleep",
+        "0",
+        "--dest",
+        f"sync_dest{copy}",
+        "--log-dir",
+        f"sync_logs{copy}",
+        "--db",
+        f"sync{copy}.sqlite",
+    ]
     output = subprocess.run(command, cwd=root, check=True, capture_output=True, text=True)
     return float(re.search(r"took ([0-9.]+) sec", output.stdout).group(1))
 

@@ -85,8 +85,13 @@ def measure(db, users_csv, repeats):
 
     import progress_viewer as pv
 
-    settings = {**pv.DEFAULTS, "SYNC_SQLITE": db, "USERS_CSV": users_csv,
-                "USER_ATTRS": ["real_name", "team"], "PASSWD": "pw"}  # fmt: skip
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": db,
+        "USERS_CSV": users_csv,
+        "USER_ATTRS": ["real_name", "team"],
+        "PASSWD": "pw",
+    }
     view = pv.ActivityView(settings)
     app = pv.create_app(settings)
     default = (None, "", [], "", "", "latest", [], 100)
@@ -154,8 +159,9 @@ def measure_version_view(np, to_json_plotly, model, version, repeats):
     import demo_course
 
     with tempfile.TemporaryDirectory() as dest:
-        assignment = demo_course.Assignment("nb.ipynb", "plot", [f"q{i}" for i in range(20)],
-                                            padding=500_000)  # fmt: skip
+        assignment = demo_course.Assignment(
+            "nb.ipynb", "plot", [f"q{i}" for i in range(20)], padding=500_000
+        )
         outcomes = {q: "answered" for q in assignment.problems}
         for name, seed in (("nb.bak_1.ipynb", 1), ("nb.ipynb", 2)):
             content = demo_course.assignment_notebook(assignment, outcomes, padding_seed=seed)

@@ -226,5 +226,10 @@ def stuck_and_idle(history, moment, minutes, students):
 
 
 def row(uid, kind, problem, version):
-    return {"student": uid, "kind": kind, "problem": problem, "since": version.t,
-            "rowid": version.rowid}  # fmt: skip
+    return {
+        "student": uid,
+        "kind": kind,
+        "problem": problem,
+        "since": version.t,
+        "rowid": version.rowid,
+    }

@@ -83,8 +83,11 @@ def render_cell(cell, outcome=None):
     if graded:
         badge = [html.Div(f"{nbgrader['grade_id']}: {outcome or '?'}", className="nb-badge")]
     outputs = [part for output in cell.get("outputs") or [] for part in render_output(output)]
-    style = {"borderLeft": "4px solid #3c78d8" if graded else "4px solid #eee",
-             "padding": "0.2em 0.6em", "margin": "0.4em 0"}  # fmt: skip
+    style = {
+        "borderLeft": "4px solid #3c78d8" if graded else "4px solid #eee",
+        "padding": "0.2em 0.6em",
+        "margin": "0.4em 0",
+    }
     kind = cell.get("cell_type", "code")
     source = html.Pre(make_database.cell_source(cell), className=f"nb-{kind}")
     return html.Div([*badge, source, *outputs], style=style)

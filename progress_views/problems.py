@@ -48,7 +48,7 @@ def make_section():
                             ),
                         ],
                         style={"display": "flex", "alignItems": "center"},
-                    ),  # fmt: skip
+                    ),
                     html.Label(
                         [
                             "stuck after (minutes): ",
@@ -61,7 +61,7 @@ def make_section():
                                 style={"width": "5em"},
                             ),
                         ]
-                    ),  # fmt: skip
+                    ),
                     dcc.RadioItems(
                         id=Ids.sort,
                         options=[{"label": v, "value": k} for k, v in HEATMAP_SORTS.items()],
@@ -80,7 +80,7 @@ def make_section():
                 value=0,
                 marks=None,
                 tooltip={"placement": "bottom"},
-            ),  # fmt: skip
+            ),
             dcc.Graph(id=Ids.heatmap, config={"displaylogo": False}),
             html.Button("download heatmap CSV", id=Ids.download_button),
             dcc.Download(id=Ids.download),
@@ -135,10 +135,12 @@ def heatmap_figure(history, moment, students, labels):
     codes = [[model.CLASSES.index(c) for c in row] for row in cells]
     versions = [history.state_at(uid, moment) for uid in students]
     hover = [
-        [f"{labels[uid]}<br>{p}: {c}<br>saved {clock(v.t) if v else '-'}"
-         for p, c in zip(history.problems, row)]
+        [
+            f"{labels[uid]}<br>{p}: {c}<br>saved {clock(v.t) if v else '-'}"
+            for p, c in zip(history.problems, row)
+        ]
         for uid, row, v in zip(students, cells, versions)
-    ]  # fmt: skip
+    ]
     custom = [[v.rowid if v else -1 for _ in history.problems] for v in versions]
     colorscale = [
         [edge, model.CLASS_COLORS[name]]
@@ -194,25 +196,57 @@ def progress_figure(history, start, moment, students):
         for i, problem in enumerate(history.problems)
     ]
     traces += [
-        {"type": "scatter", "mode": "lines", "x": x, "y": q3, "line": {"width": 0},
-         "yaxis": "y2", "showlegend": False, "hoverinfo": "skip"},
-        {"type": "scatter", "mode": "lines", "x": x, "y": q1, "line": {"width": 0},
-         "fill": "tonexty", "fillcolor": "rgba(0,0,0,0.12)", "yaxis": "y2",
-         "name": "interquartile range", "hoverinfo": "skip"},
-        {"type": "scatter", "mode": "lines", "x": x, "y": median, "yaxis": "y2",
-         "line": {"color": "black", "dash": "dot"}, "name": "median answered"},
-    ]  # fmt: skip
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": x,
+            "y": q3,
+            "line": {"width": 0},
+            "yaxis": "y2",
+            "showlegend": False,
+            "hoverinfo": "skip",
+        },
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": x,
+            "y": q1,
+            "line": {"width": 0},
+            "fill": "tonexty",
+            "fillcolor": "rgba(0,0,0,0.12)",
+            "yaxis": "y2",
+            "name": "interquartile range",
+            "hoverinfo": "skip",
+        },
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": x,
+            "y": median,
+            "yaxis": "y2",
+            "line": {"color": "black", "dash": "dot"},
+            "name": "median answered",
+        },
+    ]
     layout = {
         "height": 350,
         "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
         "xaxis": {"type": "date"},
-        "yaxis": {"title": {"text": "students with it answered"}, "rangemode": "tozero",
-                  "automargin": True},
-        "yaxis2": {"title": {"text": "answered per student"}, "overlaying": "y",
-                   "side": "right", "rangemode": "tozero", "automargin": True},
+        "yaxis": {
+            "title": {"text": "students with it answered"},
+            "rangemode": "tozero",
+            "automargin": True,
+        },
+        "yaxis2": {
+            "title": {"text": "answered per student"},
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "automargin": True,
+        },
         "legend": {"orientation": "h", "y": -0.2},
         "title": {"text": f"class progress on {history.assignment}", "font": {"size": 13}},
-    }  # fmt: skip
+    }
     return {"data": traces, "layout": layout}
 
 
@@ -241,8 +275,11 @@ def assignment_options(context, catalog, people, authorized):
         found = model.assignments(catalog.sources, catalog.source_owner, people.prefixes)
         catalog.cache["assignments"] = found
     names = sorted(found, key=lambda a: (-len(found[a]), a))
-    return [{"label": f"{a} ({len(found[a])})", "value": a} for a in names
-            if authorized or len(found[a]) > 1]  # fmt: skip
+    return [
+        {"label": f"{a} ({len(found[a])})", "value": a}
+        for a in names
+        if authorized or len(found[a]) > 1
+    ]
 
 
 def history_of(context, catalog, people, assignment):
@@ -271,6 +308,23 @@ def history_of(context, catalog, people, assignment):
 
 def moment_of(slider_value, now):
     return now + int(slider_value or 0) * 60
+
+
+class Shown:
+    """One assignment as the controls ask to show it: the students the filter keeps, in
+    the chosen order, their labels (masked without the password) and the moment M."""
+
+    def __init__(self, context, assignment, slider, sort, passwd, column, value):
+        catalog, people = context.catalog_and_people()
+        self.authorized = context.authorized(passwd)
+        self.history = history_of(context, catalog, people, assignment)
+        allowed = context.allowed_uids(people, column, value, self.authorized)
+        students = [u for u in self.history.students if allowed is None or u in allowed]
+        self.now = to_seconds(datetime.now())
+        self.moment = moment_of(slider, self.now)
+        team_of = context.team_of(people, self.authorized)
+        self.ordered = model.sort_students(self.history, self.moment, students, sort, team_of)
+        self.labels = student_labels(self.history.students, people, context.attrs, self.authorized)
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -311,36 +365,25 @@ def register(app, context, filter_inputs):
     )
     def update_problems(assignment, slider, minutes, sort, passwd, column, value, _):
         empty = {"data": [], "layout": {"height": 200}}
-        try:
-            catalog, people = context.catalog_and_people()
-        except context.data_errors as error:
-            return empty, empty, [], -60, str(error)
         if not assignment:
             return empty, empty, [], -60, "no assignment with a known owner yet"
-        authorized = context.authorized(passwd)
-        history = history_of(context, catalog, people, assignment)
-        allowed = context.allowed_uids(people, column, value, authorized)
-        students = [uid for uid in history.students if allowed is None or uid in allowed]
-        now = to_seconds(datetime.now())
-        start = history.first_time() or now
-        moment = moment_of(slider, now)
-        labels = student_labels(history.students, people, context.attrs, authorized)
-        team_of = context.team_of(people, authorized)
-        ordered = model.sort_students(history, moment, students, sort, team_of)
+        try:
+            shown = Shown(context, assignment, slider, sort, passwd, column, value)
+        except context.data_errors as error:
+            return empty, empty, [], -60, str(error)
         try:
             window = max(1, int(minutes or 10))
         except (TypeError, ValueError):
             window = 10
-        url_of = context.version_url_of if authorized else None
-        rows = stuck_rows(history, moment, window, ordered, labels, url_of)
-        minimum = min(-1, -((now - start) // 60) - 1)
-        label = f"moment M: {clock(moment)} (slide to replay the session)"
+        url_of = context.version_url_of if shown.authorized else None
+        history, moment, ordered, labels = shown.history, shown.moment, shown.ordered, shown.labels
+        start = history.first_time() or shown.now
         return (
             heatmap_figure(history, moment, ordered, labels),
-            progress_figure(history, start, moment, students),
-            rows,
-            minimum,
-            label,
+            progress_figure(history, start, moment, ordered),
+            stuck_rows(history, moment, window, ordered, labels, url_of),
+            min(-1, -((shown.now - start) // 60) - 1),
+            f"moment M: {clock(moment)} (slide to replay the session)",
         )
 
     @app.callback(
@@ -354,16 +397,8 @@ def register(app, context, filter_inputs):
         prevent_initial_call=True,
     )
     def download(_, assignment, slider, sort, passwd, column, value):
-        catalog, people = context.catalog_and_people()
-        authorized = context.authorized(passwd)
-        history = history_of(context, catalog, people, assignment)
-        allowed = context.allowed_uids(people, column, value, authorized)
-        students = [uid for uid in history.students if allowed is None or uid in allowed]
-        moment = moment_of(slider, to_seconds(datetime.now()))
-        ordered = model.sort_students(history, moment, students, sort,
-                                      context.team_of(people, authorized))  # fmt: skip
-        labels = student_labels(history.students, people, context.attrs, authorized)
-        text = heatmap_csv(history, moment, ordered, labels)
+        shown = Shown(context, assignment, slider, sort, passwd, column, value)
+        text = heatmap_csv(shown.history, shown.moment, shown.ordered, shown.labels)
         name = f"heatmap_{assignment.replace('/', '_')}_{time.strftime('%H%M')}.csv"
         return {"content": text, "filename": name, "type": "text/csv"}
 

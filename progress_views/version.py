@@ -109,11 +109,12 @@ def register(app, context):
     def update_versions(student, assignment, selected):
         if student is None or not assignment:
             return [], None
-        catalog, people = context.catalog_and_people()
-        history = history_of(context, catalog, people, assignment)
+        history = history_of(context, *context.catalog_and_people(), assignment)
         versions = history.versions[sorted(history.students)[student]]
-        options = [{"label": version_label(v, history.problems), "value": v.rowid}
-                   for v in reversed(versions)]  # fmt: skip
+        options = [
+            {"label": version_label(v, history.problems), "value": v.rowid}
+            for v in reversed(versions)
+        ]
         values = [o["value"] for o in options]
         return options, selected if selected in values else values[0]
 
@@ -127,8 +128,7 @@ def register(app, context):
     def show_version(rowid, student, assignment, passwd):
         if rowid is None or student is None or not assignment:
             return ""
-        catalog, people = context.catalog_and_people()
-        history = history_of(context, catalog, people, assignment)
+        history = history_of(context, *context.catalog_and_people(), assignment)
         uid = sorted(history.students)[student]
         url = context.version_url_of(rowid) if context.authorized(passwd) else None
         return render_version(context.settings["SYNC_DEST"], history, uid, rowid, url)

@@ -170,12 +170,24 @@ def lab(tmp_path_factory):
     start = time.time() - 90 * MINUTE
     for minute in range(0, 91, 5):
         write_course_at(str(root), course, minute, start)
-        command = [sys.executable, os.path.join(ROOT, "rsync_notebooks.py"), "--no-sudo",
-                   "--repeat", "1", "--min-sleep", "0"]  # fmt: skip
+        command = [
+            sys.executable,
+            os.path.join(ROOT, "rsync_notebooks.py"),
+            "--no-sudo",
+            "--repeat",
+            "1",
+            "--min-sleep",
+            "0",
+        ]
         subprocess.run(command, cwd=root, check=True, capture_output=True)
-    settings = {**pv.DEFAULTS, "SYNC_SQLITE": str(root / "sync.sqlite"),
-                "USERS_CSV": str(root / "users.csv"), "SYNC_DEST": str(root / "sync_dest"),
-                "USER_ATTRS": ["real_name", "team"], "PASSWD": "pw"}  # fmt: skip
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(root / "sync.sqlite"),
+        "USERS_CSV": str(root / "users.csv"),
+        "SYNC_DEST": str(root / "sync_dest"),
+        "USER_ATTRS": ["real_name", "team"],
+        "PASSWD": "pw",
+    }
     context = pv.ActivityView(settings)
     catalog, people = context.catalog_and_people()
     h = problems.history_of(context, catalog, people, "pl01/pl01.ipynb")
@@ -233,9 +245,7 @@ def test_lab_version_view_renders_a_version_and_its_diff(lab):
     course, h, moment, context = lab
     versions = h.versions["u003"]
     shown = to_json_plotly(
-        version.render_version(
-            context.settings["SYNC_DEST"], h, "u003", versions[-1].rowid, None
-        )  # fmt: skip
+        version.render_version(context.settings["SYNC_DEST"], h, "u003", versions[-1].rowid, None)
     )
     assert "p1_5: error" in shown and "changes since" in shown
     assert "attempt" in shown

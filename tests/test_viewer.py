@@ -190,8 +190,15 @@ def seed_view(tmp_path, **filters):
     (tmp_path / "users.csv").write_text("uid,notebooks,team\na,h/a/nb,t2\nb,h/b/nb,t1\n")
     people, _ = pv.load_people(str(tmp_path / "users.csv"))
     catalog = pv.CatalogCache().get(str(tmp_path / "s.sqlite"))
-    args = {"patterns": [], "after": None, "before": None, "only_latest": False,
-            "criteria": "latest", "max_lines": 100, **filters}  # fmt: skip
+    args = {
+        "patterns": [],
+        "after": None,
+        "before": None,
+        "only_latest": False,
+        "criteria": "latest",
+        "max_lines": 100,
+        **filters,
+    }
     mask = pv.source_mask(catalog, args.pop("patterns"))
     team_of = pv.ActivityView(pv.DEFAULTS).team_of(people, authorized=True)
     view = pv.select_view(catalog, mask, team_of=team_of, **args)
@@ -302,8 +309,10 @@ def test_suggestions_offer_groups_and_hide_single_student_ones(course):
         anonymous = view.suggestions(10, None)
         revealed = view.suggestions(1, "s3cret")
         hidden = view.suggestions(1, None)
-    assert {"label": r"^class/[^/]+/notebooks/pl01/pl01\.ipynb$ (12)",
-            "value": r"^class/[^/]+/notebooks/pl01/pl01\.ipynb$"} in anonymous  # fmt: skip
+    assert {
+        "label": r"^class/[^/]+/notebooks/pl01/pl01\.ipynb$ (12)",
+        "value": r"^class/[^/]+/notebooks/pl01/pl01\.ipynb$",
+    } in anonymous
     assert "u00" not in json.dumps(anonymous) + json.dumps(hidden)
     assert any("u001" in option["value"] for option in revealed)
 
@@ -311,8 +320,9 @@ def test_suggestions_offer_groups_and_hide_single_student_ones(course):
 def test_choosing_a_group_filters(course):
     view = pv.ActivityView(settings_for(course))
     with pv_request():
-        figure, n_rows, _ = view.graph(None, "", [r"^class/[^/]+/notebooks/pl02/pl02\.ipynb$"],
-                                       "", "", "latest", [], 100)  # fmt: skip
+        figure, n_rows, _ = view.graph(
+            None, "", [r"^class/[^/]+/notebooks/pl02/pl02\.ipynb$"], "", "", "latest", [], 100
+        )
     assert n_rows == "12 rows"
     assert all(label.startswith("pl02/pl02.ipynb") for label in figure_labels(figure))
 
@@ -331,8 +341,13 @@ def test_new_versions_appear_without_restart(tmp_path):
     (tmp_path / "users.csv").write_text("uid,notebooks\na,hoge/a\n")
     write_json(tmp_path / "hoge/a/one.ipynb", notebook([grade_cell("", "q")]))
     sync(tmp_path)
-    view = pv.ActivityView({**pv.DEFAULTS, "SYNC_SQLITE": str(tmp_path / "sync.sqlite"),
-                            "USERS_CSV": str(tmp_path / "users.csv")})  # fmt: skip
+    view = pv.ActivityView(
+        {
+            **pv.DEFAULTS,
+            "SYNC_SQLITE": str(tmp_path / "sync.sqlite"),
+            "USERS_CSV": str(tmp_path / "users.csv"),
+        }
+    )
     with pv_request():
         assert view.graph(None, "", [], "", "", "latest", [], 100)[1] == "1 rows"
         write_json(
@@ -403,10 +418,18 @@ def test_basic_auth(course, stored):
 def test_application_for_wsgi_servers_and_startup_messages(tmp_path):
     """`progress_viewer:application` is a Flask app; a missing database is said at start."""
     server = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "progress_viewer.py"), "--port", str(free_port()),
-         "--db", str(tmp_path / "none.sqlite")],
-        cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(ROOT, "progress_viewer.py"),
+            "--port",
+            str(free_port()),
+            "--db",
+            str(tmp_path / "none.sqlite"),
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first_line = server.stderr.readline()
     finally:
@@ -459,8 +482,9 @@ def test_filter_by_a_users_csv_column_and_attrs_only_after_the_password(course):
     team1 = view.allowed_uids(people, "team", "team1", authorized=False)
     assert team1 == {"u001", "u006", "u011"}
     with pv_request():
-        figure, n_rows, _ = view.graph(None, "", [], "", "", "latest", [], 100, False,
-                                       "team", "team1")  # fmt: skip
+        figure, n_rows, _ = view.graph(
+            None, "", [], "", "", "latest", [], 100, False, "team", "team1"
+        )
     assert n_rows == "6 rows"  # 3 students x 2 assignments
 
 
@@ -481,10 +505,20 @@ def test_gunicorn_serves_the_application(course, tmp_path):
     port = free_port()
     gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
     server = subprocess.Popen(
-        [gunicorn, "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "--pythonpath", ROOT,
-         "progress_viewer:application"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            gunicorn,
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(tmp_path),
+            "--pythonpath",
+            ROOT,
+            "progress_viewer:application",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         body = b""
         for _ in range(100):
