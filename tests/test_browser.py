@@ -137,6 +137,12 @@ def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
         lines = stream.read().splitlines()
     assert lines[0].startswith("student,version saved,p1_1") and len(lines) == 13
 
+    dash_duo.find_element(f"#{problems.Ids.stuck} button.export").click()
+    wait_until(lambda: len([n for n in os.listdir(folder) if n.endswith(".csv")]) == 2)
+    (exported,) = [n for n in os.listdir(folder) if n.endswith(".csv") and n != name]
+    with open(os.path.join(folder, exported), encoding="utf-8-sig") as stream:
+        assert stream.readline().strip() == "student,kind,problem,since,link"
+
     handle.send_keys(Keys.END)
     cell = dash_duo.find_element(f"{heatmap} .nsewdrag")
     ActionChains(dash_duo.driver).move_to_element_with_offset(cell, 0, 0).pause(
