@@ -49,6 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import make_database  # noqa: E402  (schema facts and users.csv reading)
 from progress_views import problems, version  # noqa: E402
+from progress_views.model import plotly_text  # noqa: E402
 
 LOG = logging.getLogger("progress_viewer")
 
@@ -583,7 +584,7 @@ def make_figure(catalog, view, labels):
         "xaxis": {"type": "date", "title": {"text": "time saved"}},
         "yaxis": {
             "tickvals": list(range(len(labels))),
-            "ticktext": labels,
+            "ticktext": [plotly_text(label) for label in labels],
             "autorange": "reversed",
             "automargin": True,
         },

@@ -24,6 +24,12 @@ CLASS_COLORS = {
 }
 
 
+def plotly_text(text):
+    """`text` as plotly shows it literally: its labels and titles read <b>, <br>, <a> and
+    entities as markup, so a file named `a<b>.ipynb` needs escaping."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def outcome_class(result):
     """`answered` for execute_result / display_data / stream, else the result itself;
     `none` when there is no version (or the problem is not in it)."""

@@ -136,7 +136,8 @@ def heatmap_figure(history, moment, students, labels):
     versions = [history.state_at(uid, moment) for uid in students]
     hover = [
         [
-            f"{labels[uid]}<br>{p}: {c}<br>saved {clock(v.t) if v else '-'}"
+            f"{model.plotly_text(labels[uid])}<br>{model.plotly_text(p)}: {c}"
+            f"<br>saved {clock(v.t) if v else '-'}"
             for p, c in zip(history.problems, row)
         ]
         for uid, row, v in zip(students, cells, versions)
@@ -150,8 +151,8 @@ def heatmap_figure(history, moment, students, labels):
     trace = {
         "type": "heatmap",
         "z": codes,
-        "x": history.problems,
-        "y": [labels[uid] for uid in students],
+        "x": [model.plotly_text(p) for p in history.problems],
+        "y": [model.plotly_text(labels[uid]) for uid in students],
         "zmin": -0.5,
         "zmax": len(model.CLASSES) - 0.5,
         "colorscale": colorscale,
@@ -168,7 +169,7 @@ def heatmap_figure(history, moment, students, labels):
         "yaxis": {"autorange": "reversed", "automargin": True, "type": "category"},
         "xaxis": {"side": "top", "type": "category"},
         "title": {
-            "text": f"{history.assignment} at {clock(moment)}",
+            "text": f"{model.plotly_text(history.assignment)} at {clock(moment)}",
             "font": {"size": 13},
             "y": 0.98,
             "yanchor": "top",
@@ -192,7 +193,13 @@ def progress_figure(history, start, moment, students):
     answered, median, q1, q3 = model.progress_series(history, list(times), students)
     x = times.astype("datetime64[s]").astype("datetime64[ms]").astype(np.int64)
     traces = [
-        {"type": "scatter", "mode": "lines", "x": x, "y": answered[i], "name": problem}
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": x,
+            "y": answered[i],
+            "name": model.plotly_text(problem),
+        }
         for i, problem in enumerate(history.problems)
     ]
     traces += [
@@ -245,7 +252,10 @@ def progress_figure(history, start, moment, students):
             "automargin": True,
         },
         "legend": {"orientation": "h", "y": -0.2},
-        "title": {"text": f"class progress on {history.assignment}", "font": {"size": 13}},
+        "title": {
+            "text": f"class progress on {model.plotly_text(history.assignment)}",
+            "font": {"size": 13},
+        },
     }
     return {"data": traces, "layout": layout}
 

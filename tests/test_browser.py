@@ -8,7 +8,8 @@ import shutil
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, sync, write_json
+from demo_course import execute_result, grade_cell, notebook
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from test_viewer import course, settings_for  # noqa: F401  (the session's synced course)
@@ -154,3 +155,32 @@ def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
         "arguments[0].scrollIntoView()", dash_duo.find_element(f"#{version.Ids.view}")
     )
     screenshot(dash_duo, "version.png")
+
+
+def test_file_names_with_markup_show_literally_and_links_are_encoded(dash_duo, tmp_path):
+    """A student's `<b>bold<i> "q"#50%.ipynb` is text on the page, never markup."""
+    name = '<b>bold<i> "q"#50%.ipynb'
+    (tmp_path / "users.csv").write_text("uid,notebooks\nx,hoge/x\n")
+    write_json(tmp_path / "hoge/x" / name, notebook([grade_cell("1", "q", [execute_result("1")])]))
+    sync(tmp_path)
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(tmp_path / "sync.sqlite"),
+        "USERS_CSV": str(tmp_path / "users.csv"),
+        "PASSWD": "pw",
+        "URL_TEMPLATE": "http://hub.example/n/{filename}",
+    }
+    dash_duo.start_server(pv.create_app(settings))
+    wait_until(lambda: tick_labels(dash_duo) == [f"{name} *"])
+    assert not dash_duo.find_elements(f"#{pv.Ids.graph} .ytick b")
+    type_into(dash_duo, pv.Ids.passwd, "pw")
+    wait_until(lambda: tick_labels(dash_duo) == [f"{name} x"])
+    time.sleep(1)
+    point = dash_duo.find_elements(f"#{pv.Ids.graph} .scatterlayer .point")[0]
+    ActionChains(dash_duo.driver).move_to_element(point).pause(0.5).click().perform()
+    dash_duo.wait_for_element(f"#{pv.Ids.link} a", timeout=10)
+    link = dash_duo.find_element(f"#{pv.Ids.link} a")
+    assert link.get_attribute("href") == (
+        "http://hub.example/n/hoge/x/%3Cb%3Ebold%3Ci%3E%20%22q%22%2350%25.ipynb"
+    )
+    assert link.text == f"open hoge/x/{name}"
