@@ -29,6 +29,12 @@ def screenshot(dash_duo, name):
     dash_duo.driver.save_screenshot(os.path.join(SCREENSHOTS, name))
 
 
+def element_screenshot(dash_duo, selector, name):
+    element = dash_duo.find_element(selector)
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView()", element)
+    element.screenshot(os.path.join(SCREENSHOTS, name))
+
+
 def texts(dash_duo, selector):
     """The text of every element matching `selector`, read in one step (a graph may
     redraw meanwhile)."""
@@ -122,6 +128,9 @@ def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
     assert sorted(rows, key=lambda r: int(r.split()[1])) == [f"student {n}" for n in range(1, 13)]
     dash_duo.driver.execute_script("arguments[0].scrollIntoView()", dash_duo.find_element(heatmap))
     screenshot(dash_duo, "heatmap.png")
+    element_screenshot(dash_duo, f"#{problems.Ids.progress}", "progress.png")
+    wait_until(lambda: texts(dash_duo, f"#{problems.Ids.stuck} td"))
+    element_screenshot(dash_duo, f"#{problems.Ids.stuck}", "stuck.png")
 
     label = dash_duo.find_element(f"#{problems.Ids.moment_label}").text
     handle = dash_duo.find_element(f"#{problems.Ids.moment} [role=slider]")
