@@ -1,6 +1,7 @@
 """The viewer in a real headless Chromium (Dash's dash_duo), on a course synced by real rsync.
 
-Screenshots go to docs/screenshots/, where the README shows them.
+Screenshots go to tests/screenshots/; with UPDATE_SCREENSHOTS=1 to docs/screenshots/,
+where the README shows them.
 """
 
 import os
@@ -20,7 +21,9 @@ from progress_views import problems, version
 pytestmark = pytest.mark.skipif(
     not shutil.which("chromedriver"), reason="chromium-driver is not installed (./run test does)"
 )
-SCREENSHOTS = os.path.join(ROOT, "docs", "screenshots")
+SCREENSHOTS = os.path.join(
+    ROOT, "docs" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "tests", "screenshots"
+)
 
 
 def screenshot(dash_duo, name):
@@ -30,6 +33,7 @@ def screenshot(dash_duo, name):
 
 
 def element_screenshot(dash_duo, selector, name):
+    os.makedirs(SCREENSHOTS, exist_ok=True)
     element = dash_duo.find_element(selector)
     dash_duo.driver.execute_script("arguments[0].scrollIntoView()", element)
     element.screenshot(os.path.join(SCREENSHOTS, name))
