@@ -50,6 +50,7 @@ sys.path.insert(0, HERE)
 import make_database  # noqa: E402  (schema facts and users.csv reading)
 from progress_views import problems, version  # noqa: E402
 from progress_views.model import plotly_text  # noqa: E402
+from progress_views.widgets import labelled, number_box, text_box  # noqa: E402
 
 LOG = logging.getLogger("progress_viewer")
 
@@ -72,9 +73,6 @@ MASK = "*"
 PASSWORD_FAILURES_ALLOWED = 5
 PASSWORD_WINDOW_SECONDS = 300
 MAX_REGEXP_LENGTH = 1000
-# Text boxes send their value once typing pauses this long (or on Enter): one request, and
-# one password attempt, per word typed rather than per key.
-TYPING_PAUSE = 0.5
 
 # ---------------------------------------------------------------------------- ids
 
@@ -630,63 +628,13 @@ def marker_sizes(counts):
 
 
 def make_controls():
-    def labelled(text, component):
-        return html.Label([text, " ", component], style={"marginRight": "1.5em"})
-
     return html.Div(
         [
-            labelled(
-                "path regexp:",
-                dcc.Input(
-                    id=Ids.path_re,
-                    type="text",
-                    debounce=TYPING_PAUSE,
-                    placeholder="pl01/",
-                    size="30",
-                ),
-            ),
-            labelled(
-                "after:",
-                dcc.Input(
-                    id=Ids.time_after,
-                    type="text",
-                    debounce=TYPING_PAUSE,
-                    placeholder="-2 hours",
-                    size="18",
-                ),
-            ),
-            labelled(
-                "before:",
-                dcc.Input(
-                    id=Ids.time_before,
-                    type="text",
-                    debounce=TYPING_PAUSE,
-                    placeholder="2021-03-15T12:00",
-                    size="18",
-                ),
-            ),
-            labelled(
-                "max entries:",
-                dcc.Input(
-                    id=Ids.max_lines,
-                    type="number",
-                    value=100,
-                    min=1,
-                    debounce=TYPING_PAUSE,
-                    style={"width": "6em"},
-                ),
-            ),
-            labelled(
-                "group threshold:",
-                dcc.Input(
-                    id=Ids.threshold,
-                    type="number",
-                    value=10,
-                    min=1,
-                    debounce=TYPING_PAUSE,
-                    style={"width": "5em"},
-                ),
-            ),
+            labelled("path regexp:", text_box(Ids.path_re, "pl01/", size=30)),
+            labelled("after:", text_box(Ids.time_after, "-2 hours")),
+            labelled("before:", text_box(Ids.time_before, "2021-03-15T12:00")),
+            labelled("max entries:", number_box(Ids.max_lines, 100, width="6em")),
+            labelled("group threshold:", number_box(Ids.threshold, 10)),
         ],
         style={"display": "flex", "flexWrap": "wrap", "gap": "0.5em"},
     )
@@ -696,14 +644,7 @@ def make_shared_bar():
     """The password, the filter by a users.csv column, and the refresh switch."""
     return html.Div(
         [
-            html.Label(
-                [
-                    "passwd: ",
-                    dcc.Input(
-                        id=Ids.passwd, type="password", debounce=TYPING_PAUSE, autoComplete="off"
-                    ),
-                ]
-            ),
+            html.Label(["passwd: ", text_box(Ids.passwd, size=12, kind="password")]),
             html.Label(
                 [
                     "only students whose ",

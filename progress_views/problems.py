@@ -13,6 +13,7 @@ import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
 from progress_views import model
+from progress_views.widgets import number_box
 
 
 class Ids:
@@ -31,7 +32,6 @@ class Ids:
 
 HEATMAP_SORTS = {"progress": "progress", "errors": "errors", "name": "name / uid", "team": "team"}
 STEPS = 60  # points of the progress graph
-TYPING_PAUSE = 0.5  # seconds, as in progress_viewer
 
 
 def make_section():
@@ -49,19 +49,7 @@ def make_section():
                         ],
                         style={"display": "flex", "alignItems": "center"},
                     ),
-                    html.Label(
-                        [
-                            "stuck after (minutes): ",
-                            dcc.Input(
-                                id=Ids.minutes,
-                                type="number",
-                                value=10,
-                                min=1,
-                                debounce=TYPING_PAUSE,
-                                style={"width": "5em"},
-                            ),
-                        ]
-                    ),
+                    html.Label(["stuck after (minutes): ", number_box(Ids.minutes, 10)]),
                     dcc.RadioItems(
                         id=Ids.sort,
                         options=[{"label": v, "value": k} for k, v in HEATMAP_SORTS.items()],

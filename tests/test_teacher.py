@@ -2,13 +2,11 @@
 simulated 90-minute lab of 44 students synced by the real rsync_notebooks.py."""
 
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import sync
 from demo_course import (
     error_output,
     execute_result,
@@ -170,16 +168,7 @@ def lab(tmp_path_factory):
     start = time.time() - 90 * MINUTE
     for minute in range(0, 91, 5):
         write_course_at(str(root), course, minute, start)
-        command = [
-            sys.executable,
-            os.path.join(ROOT, "rsync_notebooks.py"),
-            "--no-sudo",
-            "--repeat",
-            "1",
-            "--min-sleep",
-            "0",
-        ]
-        subprocess.run(command, cwd=root, check=True, capture_output=True)
+        sync(root)
     settings = {
         **pv.DEFAULTS,
         "SYNC_SQLITE": str(root / "sync.sqlite"),
