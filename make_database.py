@@ -41,12 +41,18 @@ try:
     def load_json(data):
         return orjson.loads(data)
 
+    def dump_json(value):
+        return orjson.dumps(value).decode()
+
     JSON_ERRORS = (orjson.JSONDecodeError, RecursionError)
 except ImportError:  # the standard library is slower but gives the same answers
     import json
 
     def load_json(data):
         return json.loads(data)
+
+    def dump_json(value):
+        return json.dumps(value)
 
     JSON_ERRORS = (ValueError, RecursionError)
 
@@ -429,7 +435,11 @@ def write_summary(conn, records):
 
 
 def write_problems(conn, records):
-    conn.executemany("DELETE FROM problems WHERE filename = ?", [(r.filename,) for r in records])
+    # many names go in as one JSON array parameter: nothing is formatted into the SQL
+    conn.execute(
+        "DELETE FROM problems WHERE filename IN (SELECT value FROM json_each(?))",
+        (dump_json([r.filename for r in records]),),
+    )
     conn.executemany(
         "INSERT INTO problems(filename, grade_id, result) VALUES (?,?,?)",
         [(r.filename, grade_id, result) for r in records for grade_id, result in r.problems],
@@ -452,30 +462,36 @@ def connect(db):
     return conn
 
 
-def recorded_version(conn, filename):
-    """(t, counts, problems) the database holds for `filename`, or None."""
-    row = conn.execute(
-        "SELECT t, code_ok, code_display, code_stream, code_error, code_empty"
-        " FROM summary WHERE filename = ?",
-        (text_name(filename),),
-    ).fetchone()
-    if row is None:
-        return None
+def recorded_versions(conn, filenames):
+    """{filename: (t, counts, problems)} of what the database holds for these names."""
+    names = dump_json([text_name(f) for f in filenames])
+    known = {
+        filename: (t, tuple(counts), [])
+        for filename, t, *counts in conn.execute(
+            "SELECT filename, t, code_ok, code_display, code_stream, code_error, code_empty"
+            " FROM summary WHERE filename IN (SELECT value FROM json_each(?))",
+            (names,),
+        )
+    }
     problems = conn.execute(
-        "SELECT grade_id, result FROM problems WHERE filename = ? ORDER BY rowid",
-        (text_name(filename),),
-    ).fetchall()
-    return row[0], tuple(row[1:]), problems
+        "SELECT filename, grade_id, result FROM problems"
+        " WHERE filename IN (SELECT value FROM json_each(?)) ORDER BY rowid",
+        (names,),
+    )
+    for filename, grade_id, result in problems:
+        known[filename][2].append((grade_id, result))
+    return known
 
 
 def build_records(conn, dest, versions, users, warn):
     """The Records of the versions to record; a previous version whose row the database
     still holds under the current name is taken from there instead of parsed again."""
     prefixes = owner_prefixes(users)
+    known = recorded_versions(conn, [source for name, source in versions if name != source])
     records = []
     for filename, source in versions:
-        known = recorded_version(conn, source) if filename != source else None
-        record = make_record(dest, filename, owner_of(source, prefixes), warn, known)
+        previous = known.get(text_name(source)) if filename != source else None
+        record = make_record(dest, filename, owner_of(source, prefixes), warn, previous)
         if record is not None:
             records.append(record)
     return records
