@@ -221,15 +221,21 @@ def run(command, **kwargs):
         return 127
 
 
-def run_rsync(sources, args, t, log, sudo):
+def start_log(log, suffix):
+    """A new private log whose first line is `suffix=...`; an existing log is never
+    overwritten (mode "x")."""
+    stream = open(log, "x")
+    make_private(log)
+    stream.write(f"suffix={suffix}\n")
+    stream.flush()
+    return stream
+
+
+def run_rsync(sources, args, suffix, log, sudo):
     """Run rsync for one cycle, its output into `log`; True when the cycle may go on."""
-    suffix = f".bak_{format_t(t)}"
     command = rsync_command(sources, args.dest, suffix, sudo)
     print(f"{shlex.join(command)} > {shlex.quote(log)}", flush=True)
-    with open(log, "x") as stream:  # "x": an existing log is never overwritten
-        make_private(log)
-        stream.write(f"suffix={suffix}\n")
-        stream.flush()
+    with start_log(log, suffix) as stream:
         code = run(command, stdout=stream)
     if code in RSYNC_OK:
         if code:
@@ -271,7 +277,8 @@ class Stopper:
             signal.signal(number, self.request)
 
     def request(self, number, frame):
-        print(f"\n{signal.Signals(number).name}: stopping after the current step", flush=True)
+        # os.write, not print: a handler may interrupt a print of the main code
+        os.write(1, f"\n{signal.Signals(number).name}: stopping after this step\n".encode())
         self.event.set()
 
     def check(self):
@@ -288,19 +295,16 @@ def one_cycle(args, users, previous_t, sudo):
     t = next_timestamp(time.time(), previous_t, args.log_dir)
     print(f"======== {format_t(t)} ========", flush=True)
     sources = usable_sources(users, print)
-    log = log_path(args.log_dir, t)
-    ok = run_rsync(sources, args, t, log, sudo) if sources else write_empty_log(log, t)
+    log, suffix = log_path(args.log_dir, t), f".bak_{format_t(t)}"
+    if sources:
+        ok = run_rsync(sources, args, suffix, log, sudo)
+    else:
+        print("no folder to copy")
+        start_log(log, suffix).close()
+        ok = True
     # Even after a failed or interrupted rsync the log is applied: what was copied and
     # what was kept as a backup is recorded.
     return t, apply(args, log, sudo) and ok
-
-
-def write_empty_log(log, t):
-    print("no folder to copy")
-    with open(log, "x") as stream:
-        make_private(log)
-        stream.write(f"suffix=.bak_{format_t(t)}\n")
-    return True
 
 
 def sync_loop(args, users, sudo, stopper):
