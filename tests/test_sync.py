@@ -616,3 +616,11 @@ def test_absolute_notebooks_folders_keep_their_path_under_dest(tmp_path):
         (f"{relative}/a/nb/x.txt", "a"),
         (f"{relative}/b/y.txt", "b"),
     ]
+
+
+def test_no_folder_yet_writes_an_empty_log_and_exits_0(hoge):
+    """Before any student has a folder: a cycle with nothing to copy, and no error."""
+    result = sync(hoge)
+    assert "no folder to copy" in result.stdout
+    (log,) = os.listdir(hoge / "sync_logs")
+    assert (hoge / "sync_logs" / log).read_text() == f"suffix=.bak_{log[5:-4]}\n"
