@@ -213,17 +213,36 @@ def basic_auth_checker(pairs):
 class People:
     by_uid: dict  # uid -> User
     prefixes: dict  # uid -> notebooks folder relative to the destination
+    problem: str = ""  # why users.csv could not be read, if it could not
+    key: tuple = ()  # the file's state it was read from
 
 
-def load_people(path):
-    """users.csv as People; an empty one (with a reason) when it cannot be read."""
+def load_people(path, key=()):
+    """users.csv as People; an empty one (with the reason) when it cannot be read."""
     try:
         users = make_database.read_users_csv(path, warn=lambda message: None)
     except make_database.UsersCsvError as error:
-        return People({}, {}), str(error)
+        return People({}, {}, str(error), key)
     by_uid = {user.uid: user for user in users}
     prefixes = {user.uid: make_database.dest_relative(user.notebooks) for user in users}
-    return People(by_uid, prefixes), ""
+    return People(by_uid, prefixes, "", key)
+
+
+class PeopleCache:
+    """users.csv as it is now, read again only when the file changes."""
+
+    def __init__(self):
+        self.current = None
+
+    def get(self, path):
+        try:
+            info = os.stat(path)
+            key = (info.st_ino, info.st_size, info.st_mtime_ns)
+        except OSError:
+            key = None
+        if self.current is None or self.current.key != key:
+            self.current = load_people(path, key)
+        return self.current
 
 
 def display_path(source, owner, people):
@@ -743,13 +762,16 @@ class ActivityView:
         self.attrs = list(settings["USER_ATTRS"])
         self.gate = PasswordGate(settings["PASSWD"])
         self.catalogs = CatalogCache()
+        self.users = PeopleCache()
 
     def authorized(self, passwd, count_failure=False):
         return self.gate.check(passwd, client_address(), count_failure)
 
+    def people(self):
+        return self.users.get(self.settings["USERS_CSV"])
+
     def catalog_and_people(self):
-        people, _ = load_people(self.settings["USERS_CSV"])
-        return self.catalogs.get(self.settings["SYNC_SQLITE"]), people
+        return self.catalogs.get(self.settings["SYNC_SQLITE"]), self.people()
 
     def connect(self):
         return connect_readonly(self.settings["SYNC_SQLITE"])
@@ -774,13 +796,18 @@ class ActivityView:
 
         return team
 
-    def version_url_of(self, rowid):
+    def version_filename(self, rowid):
+        """The file name of one recorded version, or None when it is gone."""
         conn = self.connect()
         try:
             row = conn.execute("SELECT filename FROM summary WHERE rowid = ?", (rowid,)).fetchone()
         finally:
             conn.close()
-        return version_url(self.settings["URL_TEMPLATE"], row[0]) if row else None
+        return row[0] if row else None
+
+    def version_url_of(self, rowid):
+        filename = self.version_filename(rowid)
+        return version_url(self.settings["URL_TEMPLATE"], filename) if filename else None
 
     def graph(
         self,
@@ -799,7 +826,7 @@ class ActivityView:
         """(figure, 'N rows', message) for the given controls."""
         settings = self.settings
         authorized = self.authorized(passwd, count_failure)
-        people, people_problem = load_people(settings["USERS_CSV"])
+        people = self.people()
         try:
             now = datetime.now()
             window = parse_time(after, now), parse_time(before, now)
@@ -820,7 +847,7 @@ class ActivityView:
             row_label(catalog.sources[s], catalog.source_owner[s], people, attrs, authorized)
             for s in view.sources
         ]
-        message = people_problem if people_problem else ""
+        message = people.problem
         if passwd and not authorized and count_failure:
             message = "wrong password"
         return make_figure(catalog, view, labels), f"{len(view.sources)} rows", message
@@ -843,19 +870,13 @@ class ActivityView:
         if not self.authorized(passwd):
             return "Enter the password to open this version in Jupyter."
         try:
-            conn = connect_readonly(self.settings["SYNC_SQLITE"])
-            try:
-                row = conn.execute(
-                    "SELECT filename FROM summary WHERE rowid = ?", (rowid,)
-                ).fetchone()
-            finally:
-                conn.close()
+            filename = self.version_filename(rowid)
         except sqlite3.Error as error:
             return str(error)
-        if row is None:
+        if filename is None:
             return "That version is no longer in the database."
-        url = version_url(self.settings["URL_TEMPLATE"], row[0])
-        return html.A(f"open {row[0]}", href=url, target="_blank", rel="noopener")
+        url = version_url(self.settings["URL_TEMPLATE"], filename)
+        return html.A(f"open {filename}", href=url, target="_blank", rel="noopener")
 
 
 def version_url(template, filename):
@@ -915,7 +936,7 @@ def register_callbacks(app, view):
         Input(Ids.filter_column, "value"),
     )
     def update_filter_options(passwd, column):
-        people, _ = load_people(view.settings["USERS_CSV"])
+        people = view.people()
         columns = view.filter_columns(people, view.authorized(passwd))
         values = sorted({u.attrs.get(column, "") for u in people.by_uid.values()})
         return columns, values if column in columns else []

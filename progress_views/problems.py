@@ -266,12 +266,19 @@ def stuck_rows(history, moment, minutes, students, labels, url_of):
 # ---------------------------------------------------------------------------- data access
 
 
-def assignment_options(context, catalog, people, authorized):
+def assignments_of(catalog, people):
+    """{assignment: [source index]}, kept until the database or users.csv changes."""
+    key = ("assignments", people.key)
+    if key not in catalog.cache:
+        catalog.cache[key] = model.assignments(
+            catalog.sources, catalog.source_owner, people.prefixes
+        )
+    return catalog.cache[key]
+
+
+def assignment_options(catalog, people, authorized):
     """Assignments most students have first; without the password, only shared ones."""
-    found = catalog.cache.get("assignments")
-    if found is None:
-        found = model.assignments(catalog.sources, catalog.source_owner, people.prefixes)
-        catalog.cache["assignments"] = found
+    found = assignments_of(catalog, people)
     names = sorted(found, key=lambda a: (-len(found[a]), a))
     return [
         {"label": f"{a} ({len(found[a])})", "value": a}
@@ -281,12 +288,9 @@ def assignment_options(context, catalog, people, authorized):
 
 
 def history_of(context, catalog, people, assignment):
-    key = ("history", assignment)
+    key = ("history", people.key, assignment)
     if key not in catalog.cache:
-        found = catalog.cache.get("assignments") or model.assignments(
-            catalog.sources, catalog.source_owner, people.prefixes
-        )
-        sources = found.get(assignment, [])
+        sources = assignments_of(catalog, people).get(assignment, [])
         index = np.flatnonzero(np.isin(catalog.src, sources))
         rows = [
             (catalog.source_owner[s], t, rowid)
@@ -343,7 +347,7 @@ def register(app, context, filter_inputs):
             catalog, people = context.catalog_and_people()
         except context.data_errors:
             return [], None
-        options = assignment_options(context, catalog, people, context.authorized(passwd))
+        options = assignment_options(catalog, people, context.authorized(passwd))
         values = [o["value"] for o in options]
         return options, current if current in values else (values[0] if values else None)
 

@@ -92,7 +92,7 @@ def register(app, context):
         authorized = context.authorized(passwd)
         labels = student_labels(history.students, people, context.attrs, authorized)
         # values are row numbers, not uids: the uid never reaches the browser unasked
-        order = sorted(history.students)
+        order = history.students
         options = [{"label": labels[uid], "value": n} for n, uid in enumerate(order)]
         for n, uid in enumerate(order):
             if selected is not None and any(v.rowid == selected for v in history.versions[uid]):
@@ -110,7 +110,7 @@ def register(app, context):
         if student is None or not assignment:
             return [], None
         history = history_of(context, *context.catalog_and_people(), assignment)
-        versions = history.versions[sorted(history.students)[student]]
+        versions = history.versions[history.students[student]]
         options = [
             {"label": version_label(v, history.problems), "value": v.rowid}
             for v in reversed(versions)
@@ -129,6 +129,6 @@ def register(app, context):
         if rowid is None or student is None or not assignment:
             return ""
         history = history_of(context, *context.catalog_and_people(), assignment)
-        uid = sorted(history.students)[student]
+        uid = history.students[student]
         url = context.version_url_of(rowid) if context.authorized(passwd) else None
         return render_version(context.settings["SYNC_DEST"], history, uid, rowid, url)

@@ -124,8 +124,8 @@ def test_row_label_masks_uid_and_attributes_without_password(tmp_path):
     (tmp_path / "users.csv").write_text(
         "uid,notebooks,real_name,team\nalice,home/alice/nb,Alice A,t1\n"
     )
-    people, problem = pv.load_people(str(tmp_path / "users.csv"))
-    assert problem == ""
+    people = pv.load_people(str(tmp_path / "users.csv"))
+    assert people.problem == ""
     source = "home/alice/nb/pl01/pl01.ipynb"
     attrs = ["real_name", "team"]
     assert (
@@ -188,7 +188,7 @@ def seed_view(tmp_path, **filters):
     if not (tmp_path / "s.sqlite").exists():
         make_db(tmp_path / "s.sqlite", SEED_ROWS)
     (tmp_path / "users.csv").write_text("uid,notebooks,team\na,h/a/nb,t2\nb,h/b/nb,t1\n")
-    people, _ = pv.load_people(str(tmp_path / "users.csv"))
+    people = pv.load_people(str(tmp_path / "users.csv"))
     catalog = pv.CatalogCache().get(str(tmp_path / "s.sqlite"))
     args = {
         "patterns": [],
@@ -532,3 +532,15 @@ def test_gunicorn_serves_the_application(course, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_users_csv_is_read_again_when_it_changes(tmp_path):
+    """users.csv is cached, but an edit (a new student, a new team) shows on the next update."""
+    users = tmp_path / "users.csv"
+    users.write_text("uid,notebooks,team\na,h/a,t1\n")
+    view = pv.ActivityView({**pv.DEFAULTS, "USERS_CSV": str(users)})
+    first = view.people()
+    assert view.people() is first
+    users.write_text("uid,notebooks,team\na,h/a,t2\nb,h/b,t1\n")
+    os.utime(users, (time.time() + 5, time.time() + 5))
+    assert {u: p.attrs["team"] for u, p in view.people().by_uid.items()} == {"a": "t2", "b": "t1"}
