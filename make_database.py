@@ -27,6 +27,7 @@ database could not be used; 2 bad arguments or an unusable users.csv.
 
 import argparse
 import csv
+import marshal
 import os
 import re
 import signal
@@ -361,6 +362,113 @@ def parse_notebook(path):
     return parse_notebook_bytes(data)
 
 
+def parse_each(paths):
+    """For each path, parse_notebook's (counts, problems), or NotANotebook's message."""
+    results = []
+    for path in paths:
+        try:
+            results.append(parse_notebook(path))
+        except NotANotebook as error:
+            results.append(str(error))
+    return results
+
+
+class Parsing:
+    """Notebooks parsed in forked worker processes while this one renames backups and
+    reads the database; `results()` adds this process's own share and collects the rest.
+
+    Parsing is most of a cycle's work, and the machine's other cores are idle once rsync
+    is done. A worker only reads notebooks and sends back marshal'd counts; if one fails,
+    its share is parsed here instead. Few or small notebooks are parsed here only.
+    """
+
+    MIN_BYTES = 2_000_000  # less than this is parsed faster than a fork is made
+    OWN_WEIGHT = 0.5  # this process also renames and reads the database meanwhile
+
+    def __init__(self, dest, names, cores=None):
+        self.names = names
+        self.paths = paths = [os.path.join(dest, name) for name in names]
+        self.workers = []  # (pid, pipe read end, [index into paths])
+        self.own = list(range(len(paths)))
+        cores = cores or min(len(os.sched_getaffinity(0)), 8)
+        sizes = [file_size(path) for path in paths]
+        if cores < 2 or sum(sizes) < self.MIN_BYTES:
+            return
+        shares = split_by_size(sizes, [self.OWN_WEIGHT] + [1.0] * (cores - 1))
+        self.own = shares[0]
+        for share in filter(None, shares[1:]):
+            try:
+                self.workers.append(self.fork_worker(share))
+            except OSError:  # no fork possible now: that share is parsed here
+                self.own += share
+
+    def fork_worker(self, share):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: parse, send, exit without running any cleanup
+            code = 1
+            try:
+                os.close(read_end)
+                data = marshal.dumps(parse_each([self.paths[i] for i in share]))
+                with open(write_end, "wb") as stream:
+                    stream.write(data)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        return pid, read_end, share
+
+    def results(self):
+        """{name: parse_each's result}."""
+        results = [None] * len(self.paths)
+        for i, result in zip(self.own, parse_each([self.paths[i] for i in self.own])):
+            results[i] = result
+        while self.workers:
+            pid, read_end, share = self.workers.pop()
+            with open(read_end, "rb") as stream:
+                data = stream.read()
+            _, status = os.waitpid(pid, 0)
+            try:
+                values = marshal.loads(data) if status == 0 else None
+            except (EOFError, ValueError, TypeError):
+                values = None
+            if not isinstance(values, list) or len(values) != len(share):
+                values = parse_each([self.paths[i] for i in share])
+            for i, result in zip(share, values):
+                results[i] = result
+        return dict(zip(self.names, results))
+
+    def close(self):
+        """Stop and reap any worker whose results were not collected (after an error)."""
+        while self.workers:
+            pid, read_end, _ = self.workers.pop()
+            os.close(read_end)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+
+
+def file_size(path):
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def split_by_size(sizes, weights):
+    """Indexes into `sizes` dealt into len(weights) shares of about weight-proportional
+    total size (largest first, each to the share furthest below its due)."""
+    shares = [[] for _ in weights]
+    loads = [0.0] * len(weights)
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        k = min(range(len(weights)), key=lambda k: (loads[k] + sizes[i]) / weights[k])
+        shares[k].append(i)
+        loads[k] += sizes[i]
+    return [sorted(share) for share in shares]
+
+
 # ---------------------------------------------------------------------------- applying a log
 
 
@@ -381,12 +489,13 @@ def local_time(seconds):
     return time.strftime(TIME_FORMAT, time.localtime(seconds))
 
 
-def make_record(dest, filename, owner, warn, known=None):
+def make_record(dest, filename, owner, warn, known=None, parsed=None):
     """The Record of one copied file, or None when it is gone from dest.
 
     `known` is what the database already holds for this very version, (t, counts,
     problems): a previous version was recorded under the current name a cycle ago, so
-    when its time matches it need not be parsed again.
+    when its time matches it need not be parsed again. `parsed` is parse_each's result
+    for the file when it was parsed already.
     """
     path = os.path.join(dest, filename)
     try:
@@ -398,14 +507,14 @@ def make_record(dest, filename, owner, warn, known=None):
         return Record(name, t, owner, (0, 0, 0, 0, 0), [])
     if known is not None and known[0] == t:
         return Record(name, t, owner, known[1], known[2])
-    try:
-        counts, problems = parse_notebook(path)
-    except NotANotebook as error:
-        warn(
-            f"warning: {text_name(path)}: not a readable notebook: {error}; recorded without counts"
-        )
+    if parsed is None:
+        parsed = parse_each([path])[0]
+    if isinstance(parsed, str):
+        problem = f"not a readable notebook: {parsed}; recorded without counts"
+        warn(f"warning: {text_name(path)}: {problem}")
         return Record(name, t, owner, (None,) * 5, [])
-    return Record(name, t, owner, counts, problems)
+    counts, problems = parsed
+    return Record(name, t, owner, tuple(counts), [tuple(problem) for problem in problems])
 
 
 def rename_backups(dest, files, suffix):
@@ -458,6 +567,8 @@ def connect(db):
     conn = sqlite3.connect(db, timeout=60, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    # a cycle touches pages all over the indexes: keep them in memory until the commit
+    conn.execute("PRAGMA cache_size=-65536")
     conn.executescript(SCHEMA)
     return conn
 
@@ -483,15 +594,18 @@ def recorded_versions(conn, filenames):
     return known
 
 
-def build_records(conn, dest, versions, users, warn):
+def build_records(conn, dest, versions, users, warn, parsing=None):
     """The Records of the versions to record; a previous version whose row the database
-    still holds under the current name is taken from there instead of parsed again."""
+    still holds under the current name is taken from there instead of parsed again, and
+    what `parsing` (a Parsing) has parsed is taken from it."""
     prefixes = owner_prefixes(users)
     known = recorded_versions(conn, [source for name, source in versions if name != source])
+    parsed = parsing.results() if parsing else {}
     records = []
     for filename, source in versions:
         previous = known.get(text_name(source)) if filename != source else None
-        record = make_record(dest, filename, owner_of(source, prefixes), warn, previous)
+        owner = owner_of(source, prefixes)
+        record = make_record(dest, filename, owner, warn, previous, parsed.get(filename))
         if record is not None:
             records.append(record)
     return records
@@ -504,8 +618,13 @@ def apply_log(conn, log, dest, users, warn=None):
     """
     warn = warn or (lambda message: print(message, file=sys.stderr))
     suffix, files = read_log(log)
-    versions = rename_backups(dest, files, suffix)
-    records = build_records(conn, dest, versions, users, warn)
+    # the copies' parsing starts at once, the renames and the database reads go on meanwhile
+    parsing = Parsing(dest, [f for f in files if f.endswith(".ipynb") and not is_checkpoint(f)])
+    try:
+        versions = rename_backups(dest, files, suffix)
+        records = build_records(conn, dest, versions, users, warn, parsing)
+    finally:
+        parsing.close()
     conn.execute("BEGIN IMMEDIATE")
     try:
         write_summary(conn, records)

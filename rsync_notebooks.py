@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -87,21 +88,13 @@ def rsync_command(sources, dest, suffix, sudo):
     return [*prefix, "rsync", *RSYNC_OPTIONS, f"--suffix={suffix}", "--", *sources, dest + "/"]
 
 
+def make_database_flags(args, log):
+    return ["--users-csv", args.users_csv, "--log", log, "--dest", args.dest, "--db", args.db]
+
+
 def make_database_command(args, log, sudo):
     prefix = ["sudo", "--"] if sudo else []
-    return [
-        *prefix,
-        sys.executable,
-        MAKE_DATABASE,
-        "--users-csv",
-        args.users_csv,
-        "--log",
-        log,
-        "--dest",
-        args.dest,
-        "--db",
-        args.db,
-    ]
+    return [*prefix, sys.executable, MAKE_DATABASE, *make_database_flags(args, log)]
 
 
 def next_timestamp(now, previous, log_dir):
@@ -221,6 +214,31 @@ def run(command, **kwargs):
         return 127
 
 
+def run_forked(function, argv):
+    """function(argv) in a child process made by fork: the same code as running the script,
+    without starting an interpreter and importing it again. The child ignores Ctrl-C and
+    SIGTERM (the loop stops once it is done). Its exit code, as `run` gives it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, signal.SIG_IGN)
+            code = function(argv)
+        except SystemExit as error:  # argparse
+            code = error.code if isinstance(error.code, int) else 2
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def start_log(log, suffix):
     """A new private log whose first line is `suffix=...`; an existing log is never
     overwritten (mode "x")."""
@@ -254,13 +272,15 @@ def log_lists_files(log):
 
 
 def apply(args, log, sudo):
-    """Run make_database.py on one log; True when it succeeded (or had nothing to do)."""
+    """Run make_database.py on one log; True when it succeeded (or had nothing to do).
+
+    Without sudo it runs in a fork of this process, which has already imported it."""
     if not log_lists_files(log):
         print(f"{log}: no file changed")
         return True
     command = make_database_command(args, log, sudo)
     print(" " + shlex.join(command), flush=True)
-    code = run(command)
+    code = run(command) if sudo else run_forked(make_database.main, make_database_flags(args, log))
     if code != 0:
         print(f"error: make_database.py failed with exit code {code} on {log}", file=sys.stderr)
     return code == 0

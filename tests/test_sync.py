@@ -1,7 +1,9 @@
 """rsync_notebooks.py + make_database.py end to end: real rsync, real folders, real SQLite."""
 
+import glob
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import stat
@@ -10,8 +12,8 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, rows, run_script, sync, write_json, write_text, write_users
-from demo_course import error_output, execute_result, grade_cell, notebook
+from conftest import REALDATA, ROOT, rows, run_script, sync, write_json, write_text, write_users
+from demo_course import display_png, error_output, execute_result, grade_cell, notebook, png_image
 
 import make_database as md
 import rsync_notebooks as rn
@@ -318,6 +320,75 @@ def test_real_nbgrader_course_is_recorded(tmp_path):
             (filename,),
         )
         assert got == expected[1]
+
+
+def write_big_cycle(root):
+    """A cycle of many notebooks, several megabytes in all (so make_database parses them in
+    worker processes): the real nbgrader notebooks, plotted answers of every outcome, a
+    corrupt one and a non-notebook. [(relative path under root, kind)]."""
+    written = []
+    for i, path in enumerate(glob.glob(os.path.join(REALDATA, "**", "*.ipynb"), recursive=True)):
+        target = root / f"class/a/real/{i:03d}_{os.path.basename(path)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        written.append(target)
+    outputs = [
+        [display_png(png_image(200, 150, seed=0))],
+        [execute_result("1")],
+        [error_output("NameError", "x")],
+        [],
+    ]
+    for i in range(40):
+        cells = [grade_cell(f"x = {i}", f"q{j}", outputs[(i + j) % 4]) for j in range(3)]
+        write_json(root / f"class/b/plots/p{i:02d}.ipynb", notebook(cells))
+    write_text(root / "class/b/plots/broken.ipynb", '{"cells": [')
+    write_text(root / "class/b/plots/notes.txt", "x")
+    write_users(root / "users.csv", [("a", "class/a"), ("b", "class/b")])
+
+
+def test_a_big_cycle_parsed_in_workers_records_what_each_notebook_holds(tmp_path):
+    """The database of a multi-megabyte cycle equals each copy parsed on its own."""
+    write_big_cycle(tmp_path)
+    result = sync(tmp_path)
+    assert "broken.ipynb: not a readable notebook" in result.stderr
+    dest = tmp_path / "sync_dest"
+    recorded = rows(
+        tmp_path / "sync.sqlite",
+        "SELECT filename, owner, code_ok, code_display,"
+        " code_stream, code_error, code_empty FROM summary ORDER BY filename",
+    )
+    assert len(recorded) == 40 + 2 + len(glob.glob(str(tmp_path / "class/a/real/*")))
+    assert sum(os.path.getsize(dest / name) for name, *_ in recorded) > md.Parsing.MIN_BYTES
+    for filename, owner, *counts in recorded:
+        assert owner == filename.split("/")[1]
+        problems = rows(
+            tmp_path / "sync.sqlite",
+            "SELECT grade_id, result FROM problems WHERE filename = ? ORDER BY rowid",
+            (filename,),
+        )
+        if not filename.endswith(".ipynb"):
+            assert (counts, problems) == ([0] * 5, [])
+            continue
+        try:
+            expected = md.parse_notebook(dest / filename)
+        except md.NotANotebook:
+            assert (counts, problems) == ([None] * 5, []), filename
+            continue
+        assert (tuple(counts), problems) == expected, filename
+
+
+def test_a_killed_parse_worker_costs_nothing(tmp_path):
+    """A worker that dies (the OOM killer, say) leaves its share to be parsed at home."""
+    write_big_cycle(tmp_path)
+    names = sorted(
+        os.path.relpath(path, tmp_path) for path in glob.glob(str(tmp_path / "class/*/*/*.ipynb"))
+    )
+    serial = {name: md.parse_each([tmp_path / name])[0] for name in names}
+    parsing = md.Parsing(str(tmp_path), names, cores=3)
+    assert len(parsing.workers) == 2
+    os.kill(parsing.workers[0][0], signal.SIGKILL)
+    assert parsing.results() == serial
+    assert parsing.workers == []
 
 
 # ---------------------------------------------------------------------------- users.csv
