@@ -32,6 +32,7 @@ import os
 import re
 import signal
 import sqlite3
+import stat
 import sys
 import time
 from typing import NamedTuple
@@ -199,7 +200,8 @@ def decode_rsync_name(raw):
 
 
 def parse_log(lines):
-    """(suffix, [file path]) from a sync log's lines, files in log order, no duplicates.
+    """(suffix, [file path], {created path}) from a sync log's lines: files in log order, no
+    duplicates, and those rsync created (`>f+++++++++`: no previous version to keep).
 
     First line `suffix=.bak_2021-10-17T18:26:14`, then rsync's output, e.g.
         cd+++++++++|hoge/a/notebooks/|
@@ -214,11 +216,12 @@ def parse_log(lines):
     suffix = first[len("suffix=") :]
     if not suffix or "/" in suffix:
         raise LogError(f"bad suffix {suffix!r} in the first line")
-    files, seen = [], set()
+    files, seen, created = [], set(), set()
     for line in lines:
         match = ITEMIZE_RE.match(line.rstrip("\n"))
         if not match or match.group(1)[1] != "f":
             continue
+        new = match.group(1)[2:] == "+" * 9
         # rsync --relative names files of absolute sources with their leading slash;
         # under the destination they are relative. `..` never comes from rsync.
         path = decode_rsync_name(match.group(2)).lstrip("/")
@@ -227,7 +230,11 @@ def parse_log(lines):
         if path not in seen:
             seen.add(path)
             files.append(path)
-    return suffix, files
+            if new:
+                created.add(path)
+        elif not new:  # listed twice (overlapping folders): trust the file over the flag
+            created.discard(path)
+    return suffix, files, created
 
 
 def read_log(path):
@@ -478,6 +485,7 @@ class Record(NamedTuple):
     owner: str
     counts: tuple  # five ints, or five None for an unreadable notebook
     problems: list  # [(grade_id, outcome)]
+    stored: bool = False  # the problems rows the database holds under this name are these
 
 
 def text_name(filename):
@@ -517,21 +525,34 @@ def make_record(dest, filename, owner, warn, known=None, parsed=None):
     return Record(name, t, owner, tuple(counts), [tuple(problem) for problem in problems])
 
 
-def rename_backups(dest, files, suffix):
+def rename_backups(dest, files, suffix, created=frozenset()):
     """Give each previous version rsync kept its readable name; return the versions
-    to record, [(recorded name, source path)], in log order."""
+    to record, [(recorded name, source path)], in log order. A file rsync `created`
+    had no previous version."""
     versions = []
     for path in files:
         if is_checkpoint(path):
             continue
-        kept, renamed = path + suffix, backup_name(path, suffix)
-        kept_path, renamed_path = os.path.join(dest, kept), os.path.join(dest, renamed)
-        if os.path.lexists(kept_path) and not os.path.lexists(renamed_path):
-            os.rename(kept_path, renamed_path)
-        if os.path.isfile(renamed_path) and not os.path.islink(renamed_path):
+        renamed = backup_name(path, suffix)
+        if path not in created and keep_backup(dest, path + suffix, renamed):
             versions.append((renamed, path))
         versions.append((path, path))
     return versions
+
+
+def keep_backup(dest, kept, renamed):
+    """Rename rsync's backup `kept` to `renamed` unless an interrupted run did already;
+    True when a regular file is there to record."""
+    kept_path, renamed_path = os.path.join(dest, kept), os.path.join(dest, renamed)
+    try:
+        info = os.lstat(renamed_path)
+    except FileNotFoundError:
+        try:
+            info = os.lstat(kept_path)
+        except FileNotFoundError:
+            return False
+        os.rename(kept_path, renamed_path)
+    return stat.S_ISREG(info.st_mode)
 
 
 def write_summary(conn, records):
@@ -544,6 +565,7 @@ def write_summary(conn, records):
 
 
 def write_problems(conn, records):
+    records = [r for r in records if not r.stored]
     # many names go in as one JSON array parameter: nothing is formatted into the SQL
     conn.execute(
         "DELETE FROM problems WHERE filename IN (SELECT value FROM json_each(?))",
@@ -606,8 +628,14 @@ def build_records(conn, dest, versions, users, warn, parsing=None):
         previous = known.get(text_name(source)) if filename != source else None
         owner = owner_of(source, prefixes)
         record = make_record(dest, filename, owner, warn, previous, parsed.get(filename))
-        if record is not None:
-            records.append(record)
+        if record is None:
+            continue
+        # a new version whose graded cells came out as before (an autosave while typing)
+        # leaves its problems rows as they are
+        before = known.get(record.filename) if filename == source else None
+        if before is not None and before[2] == record.problems:
+            record = record._replace(stored=True)
+        records.append(record)
     return records
 
 
@@ -617,11 +645,11 @@ def apply_log(conn, log, dest, users, warn=None):
     Returns the number of versions recorded.
     """
     warn = warn or (lambda message: print(message, file=sys.stderr))
-    suffix, files = read_log(log)
+    suffix, files, created = read_log(log)
     # the copies' parsing starts at once, the renames and the database reads go on meanwhile
     parsing = Parsing(dest, [f for f in files if f.endswith(".ipynb") and not is_checkpoint(f)])
     try:
-        versions = rename_backups(dest, files, suffix)
+        versions = rename_backups(dest, files, suffix, created)
         records = build_records(conn, dest, versions, users, warn, parsing)
     finally:
         parsing.close()
@@ -701,7 +729,7 @@ def print_parse_only(path):
 
 
 def print_dry_run(log, dest, users):
-    suffix, files = read_log(log)
+    suffix, files, _ = read_log(log)
     prefixes = owner_prefixes(users)
     for path in files:
         if is_checkpoint(path):

@@ -41,7 +41,14 @@ def test_parse_log_keeps_regular_files_and_skips_other_lines():
     assert md.parse_log(lines) == (
         ".bak_2021-10-17T18:26:14",
         ["hoge/a/notebooks/hello.txt", "hoge/a/notebooks/nb.ipynb", "hoge/b/notebooks/x.ipynb"],
+        {"hoge/a/notebooks/hello.txt"},  # created: no previous version to look for
     )
+
+
+def test_a_file_listed_again_as_changed_is_not_taken_for_created():
+    """Overlapping folders can list a file twice; the second copy made a backup."""
+    lines = ["suffix=.bak_T\n", ">f+++++++++|a/x.ipynb|\n", ">f.st......|a/x.ipynb|\n"]
+    assert md.parse_log(lines) == (".bak_T", ["a/x.ipynb"], set())
 
 
 def test_parse_log_decodes_bars_and_octal_escapes():

@@ -13,7 +13,15 @@ import time
 
 import pytest
 from conftest import REALDATA, ROOT, rows, run_script, sync, write_json, write_text, write_users
-from demo_course import display_png, error_output, execute_result, grade_cell, notebook, png_image
+from demo_course import (
+    code_cell,
+    display_png,
+    error_output,
+    execute_result,
+    grade_cell,
+    notebook,
+    png_image,
+)
 
 import make_database as md
 import rsync_notebooks as rn
@@ -624,6 +632,34 @@ def test_replay_on_a_fresh_database_equals_the_incremental_one(tmp_path):
     assert result.stdout.count("make_database.py") == 2
     assert db_state(root / "replayed.sqlite") == db_state(root / "sync.sqlite")
     assert len(rows(root / "sync.sqlite")) == 6
+
+
+def test_every_version_keeps_its_problems_when_a_save_changes_no_outcome(tmp_path):
+    """An autosave that changes only ungraded text, then a save with a new answer: each
+    of the three versions has its own problems rows, and a replay gives the same."""
+    write_users(tmp_path / "users.csv", [("a", "hoge/a")])
+    path = tmp_path / "hoge/a/nb.ipynb"
+
+    def save(note, answer, mtime):
+        q2 = grade_cell(answer, "q2", [execute_result(answer)] if answer else [])
+        cells = [code_cell(note), grade_cell("1/0", "q1", [error_output("ZeroDivisionError", "")])]
+        write_json(path, notebook([*cells, q2]), mtime)
+        sync(tmp_path)
+
+    save("# notes", "", 1_600_000_000)
+    save("# notes, more of them", "", 1_600_000_100)
+    save("# notes, more of them", "42", 1_600_000_200)
+    db = tmp_path / "sync.sqlite"
+    names = [name for name, *_ in rows(db, "SELECT filename FROM summary ORDER BY t")]
+    assert len(names) == 3 and names[-1] == "hoge/a/nb.ipynb"
+    before = [("q1", "error"), ("q2", "empty")]
+    expected = [before, before, [("q1", "error"), ("q2", "execute_result")]]
+    for name, problems in zip(names, expected):
+        query = "SELECT grade_id, result FROM problems WHERE filename = ? ORDER BY rowid"
+        assert rows(db, query, (name,)) == problems, name
+    assert rows(db, "SELECT count(*) FROM problems") == [(6,)]
+    run_script("rsync_notebooks.py", "--no-sudo", "--replay-log", "--db", "re.sqlite", cwd=tmp_path)
+    assert db_state(tmp_path / "re.sqlite")[:2] == db_state(db)[:2]
 
 
 def test_dry_run_writes_nothing(tmp_path):
