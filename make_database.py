@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS applied_logs(log unique, suffix);
 """  # noqa: E501
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+WAL_CHECKPOINT_PAGES = 8192  # 32 MB with 4 KB pages
 CHECKPOINTS_DIR = ".ipynb_checkpoints"
 UNKNOWN_OWNER = "unknown"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -591,6 +592,10 @@ def connect(db):
     conn.execute("PRAGMA synchronous=NORMAL")
     # a cycle touches pages all over the indexes: keep them in memory until the commit
     conn.execute("PRAGMA cache_size=-65536")
+    # while rsync_notebooks.py keeps the database open, commits stay in the WAL until it
+    # is this big (a few cycles), then one checkpoint copies them into the database file
+    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
     conn.executescript(SCHEMA)
     return conn
 

@@ -29,6 +29,7 @@ import glob
 import os
 import shlex
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -310,6 +311,83 @@ class Stopper:
             raise StopRequested
 
 
+class WalKeeper:
+    """A child process that keeps one idle connection to the database open while the loop
+    runs.
+
+    SQLite copies the WAL back into the database file (a checkpoint, with two fsyncs)
+    whenever the last connection to it closes, which would be at the end of every
+    make_database.py. With this connection open, each cycle ends with its commit; SQLite
+    checkpoints once the WAL holds make_database.WAL_CHECKPOINT_PAGES pages (every few
+    cycles), and when the keeper closes at the end of the loop, or when the loop dies (its
+    pipe closes). It is a process of its own because the loop forks make_database.py,
+    and a connection must not be carried across a fork.
+    """
+
+    def __init__(self, db):
+        self.db = db
+        self.pid = self.pipe = None
+
+    def start(self):
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the keeper: never returns
+            code = 1
+            try:
+                os.close(write_end)
+                keep_open(self.db, read_end)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(read_end)
+        self.pid, self.pipe = pid, write_end
+        self.hold()
+
+    def hold(self):
+        """Have the keeper open the database, if it exists and is not open yet."""
+        if self.pipe is not None:
+            try:
+                os.write(self.pipe, b".")
+            except OSError:  # the keeper is gone: cycles only checkpoint as they close
+                self.stop()
+
+    def stop(self):
+        if self.pipe is not None:
+            os.close(self.pipe)
+            os.waitpid(self.pid, 0)
+            self.pid = self.pipe = None
+
+
+def keep_open(db, requests):
+    """The keeper's life: on each byte from `requests`, open `db` if it exists and is not
+    open yet; on end of file, close it (SQLite checkpoints) and return."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)  # the loop stops it by closing the pipe
+    # nothing of the loop's but the pipe: not its lock, not its output
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.closerange(3, requests)
+    os.closerange(requests + 1, os.sysconf("SC_OPEN_MAX"))
+    files = [db, db + "-wal", db + "-shm"]
+    conn = None
+    try:
+        while os.read(requests, 1):
+            if conn is None and os.path.exists(db):
+                try:
+                    conn = sqlite3.connect(db, timeout=60)
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    make_database.restrict_to_instructor(files)  # a WAL it may have created
+                except (sqlite3.Error, OSError):
+                    conn = None
+    finally:
+        if conn is not None:
+            conn.close()
+            make_database.restrict_to_instructor(files)
+
+
 def one_cycle(args, users, previous_t, sudo):
     """Run one cycle; (T, completed)."""
     t = next_timestamp(time.time(), previous_t, args.log_dir)
@@ -327,13 +405,14 @@ def one_cycle(args, users, previous_t, sudo):
     return t, apply(args, log, sudo) and ok
 
 
-def sync_loop(args, users, sudo, stopper):
+def sync_loop(args, users, sudo, stopper, keeper):
     """The cycles of a normal run; True when every one completed."""
     all_ok, previous_t, cycle = True, None, 0
     try:
         while args.repeat < 0 or cycle < args.repeat:
             started = time.monotonic()
             previous_t, ok = one_cycle(args, users, previous_t, sudo)
+            keeper.hold()
             all_ok = all_ok and ok
             cycle += 1
             took = time.monotonic() - started
@@ -349,7 +428,7 @@ def sync_loop(args, users, sudo, stopper):
     return all_ok
 
 
-def replay_logs(args, sudo, stopper):
+def replay_logs(args, sudo, stopper, keeper):
     """Apply every log in the log folder, oldest first, without rsync."""
     logs = sorted(glob.glob(os.path.join(glob.escape(args.log_dir), "sync_*.log")))
     if not logs:
@@ -357,6 +436,7 @@ def replay_logs(args, sudo, stopper):
     all_ok = True
     for log in logs:
         all_ok = apply(args, log, sudo) and all_ok
+        keeper.hold()
         if stopper.event.is_set():
             print("stopped")
             break
@@ -454,18 +534,22 @@ def main(argv=None):
     os.umask(0o077)
     stopper = Stopper()
     stopper.install()
+    keeper = WalKeeper(args.db)
     try:
         lock = take_lock(args.dest)  # noqa: F841  (held until exit)
         prepare_folders(args)
+        keeper.start()
         if args.replay_log:
-            return 0 if replay_logs(args, sudo, stopper) else 1
-        return 0 if sync_loop(args, users, sudo, stopper) else 1
+            return 0 if replay_logs(args, sudo, stopper, keeper) else 1
+        return 0 if sync_loop(args, users, sudo, stopper, keeper) else 1
     except AlreadyRunning as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
     except OSError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
+    finally:
+        keeper.stop()
 
 
 if __name__ == "__main__":

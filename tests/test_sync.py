@@ -478,6 +478,83 @@ def test_sigterm_during_a_cycle_finishes_applying_the_log(hoge):
     assert len(rows(hoge / "sync.sqlite")) == 300
 
 
+def start_loop(root, *args, env=None):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "rsync_notebooks.py"), "--no-sudo", *map(str, args)],
+        cwd=root,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_until(proc, text):
+    """The loop's output up to the first line containing `text`."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if text in line:
+            return "".join(lines)
+    raise AssertionError(f"the loop ended before printing {text!r}:\n{''.join(lines)}")
+
+
+SUDO_NOBODY = {"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY), "SUDO_USER": "nobody"}
+
+
+@pytest.mark.parametrize("env", [{}, SUDO_NOBODY], ids=["instructor", "root-through-sudo"])
+def test_while_the_loop_runs_cycles_commit_to_the_wal_and_its_end_leaves_one_file(hoge, env):
+    """A cycle ends with its commit (readers see it at once); when the loop ends, the
+    database is one self-contained file again. The WAL belongs to the instructor."""
+    write_text(hoge / "hoge/a/notebooks/one.txt", "1")
+    loop = start_loop(hoge, "--repeat", 3, "--min-sleep", 2, env=env)
+    try:
+        read_until(loop, "took")
+        write_text(hoge / "hoge/b/notebooks/two.txt", "2")
+        read_until(loop, "took")
+        # cycle 2 is committed, its pages still in the WAL, which only the instructor reads
+        wal = hoge / "sync.sqlite-wal"
+        assert wal.stat().st_size > 0
+        for path in (wal, hoge / "sync.sqlite-shm"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert path.stat().st_uid == (NOBODY if env else os.geteuid())
+        names = [name for name, *_ in rows(hoge / "sync.sqlite")]
+        assert names == ["hoge/a/notebooks/one.txt", "hoge/b/notebooks/two.txt"]
+    finally:
+        out, err = loop.communicate(timeout=60)
+    assert loop.returncode == 0, out + err
+    assert not wal.exists() or wal.stat().st_size == 0
+    conn = sqlite3.connect(f"file:{hoge / 'sync.sqlite'}?mode=ro&immutable=1", uri=True)
+    assert len(conn.execute("SELECT * FROM summary").fetchall()) == 2  # without the WAL
+
+
+def running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_loop_leaves_nothing_running_and_a_new_one_can_start(hoge):
+    """kill -9 of the loop: its database keeper follows it, the lock is free again."""
+    write_text(hoge / "hoge/a/notebooks/one.txt", "1")
+    loop = start_loop(hoge, "--min-sleep", 60)
+    read_until(loop, "took")
+    children = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(loop.pid)], capture_output=True, text=True
+    ).stdout.split()
+    assert len(children) == 1  # the keeper
+    loop.kill()
+    loop.communicate(timeout=20)
+    deadline = time.time() + 20
+    while running(children[0]) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not running(children[0])
+    assert "took" in sync(hoge).stdout
+    assert len(rows(hoge / "sync.sqlite")) == 1
+
+
 def test_destination_logs_and_database_are_private(hoge):
     """Another account cannot read the copies, the logs or the database."""
     write_text(hoge / "hoge/a/notebooks/x.txt", "secret")
@@ -500,7 +577,7 @@ def test_destination_logs_and_database_are_private(hoge):
 def test_run_through_sudo_gives_everything_to_the_instructor(hoge):
     """Started as root through sudo: dest, logs and database belong to SUDO_UID."""
     write_text(hoge / "hoge/a/notebooks/x.txt", "x")
-    sync(hoge, env={"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY), "SUDO_USER": "nobody"})
+    sync(hoge, env=SUDO_NOBODY)
     for name in ("sync_dest", "sync_logs", "sync.sqlite", "sync_dest.lock"):
         assert (hoge / name).stat().st_uid == NOBODY, name
     assert next((hoge / "sync_logs").iterdir()).stat().st_uid == NOBODY
