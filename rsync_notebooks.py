@@ -405,10 +405,35 @@ def one_cycle(args, users, previous_t, sudo):
     return t, apply(args, log, sudo) and ok
 
 
+def logs_left_unapplied(args):
+    """Logs newer than the newest one the database has applied, oldest first: a loop killed
+    between its rsync and make_database.py left them, their copies not yet recorded."""
+    if not os.path.exists(args.db):
+        return []
+    try:
+        conn = sqlite3.connect(args.db, timeout=60)
+        try:
+            (newest,) = conn.execute("SELECT max(log) FROM applied_logs").fetchone()
+        finally:
+            conn.close()  # before any fork: no connection may be open then
+        make_database.restrict_to_instructor([args.db, args.db + "-wal", args.db + "-shm"])
+    except sqlite3.Error:  # not a database of ours: make_database.py will say so
+        return []
+    logs = sorted(glob.glob(os.path.join(glob.escape(args.log_dir), "sync_*.log")))
+    newer = [log for log in logs if newest is None or os.path.basename(log) > newest]
+    return [log for log in newer if log_lists_files(log)]
+
+
 def sync_loop(args, users, sudo, stopper, keeper):
-    """The cycles of a normal run; True when every one completed."""
+    """The cycles of a normal run, after the logs an earlier run left unapplied; True when
+    every one completed."""
     all_ok, previous_t, cycle = True, None, 0
     try:
+        for log in logs_left_unapplied(args):
+            print(f"{log} was not applied (the loop stopped before): applying it now")
+            all_ok = apply(args, log, sudo) and all_ok
+            keeper.hold()
+            stopper.check()
         while args.repeat < 0 or cycle < args.repeat:
             started = time.monotonic()
             previous_t, ok = one_cycle(args, users, previous_t, sudo)

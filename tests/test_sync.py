@@ -739,6 +739,31 @@ def test_every_version_keeps_its_problems_when_a_save_changes_no_outcome(tmp_pat
     assert db_state(tmp_path / "re.sqlite")[:2] == db_state(db)[:2]
 
 
+def test_a_log_left_by_a_loop_killed_before_make_database_is_applied_at_the_next_start(hoge):
+    """kill -9 between rsync and make_database.py: the next loop records that log's
+    versions (the previous one renamed) before its first cycle."""
+    nb = hoge / "hoge/a/notebooks/nb.ipynb"
+    write_json(nb, notebook([grade_cell("", "q")]), 1_600_000_000)
+    sync(hoge)
+    write_json(nb, notebook([grade_cell("1", "q", [execute_result("1")])]), 1_600_000_100)
+    # what the killed loop did: its rsync and its log, no make_database.py
+    t = rn.next_timestamp(time.time(), None, str(hoge / "sync_logs"))
+    suffix, log = f".bak_{rn.format_t(t)}", rn.log_path(str(hoge / "sync_logs"), t)
+    with rn.start_log(log, suffix) as stream:
+        command = rn.rsync_command(["hoge/a/notebooks"], "sync_dest", suffix, sudo=False)
+        subprocess.run(command, cwd=hoge, stdout=stream, check=True)
+    result = sync(hoge)
+    assert f"{os.path.relpath(log, hoge)} was not applied" in result.stdout
+    previous = f"hoge/a/notebooks/nb{suffix}.ipynb"
+    assert os.path.isfile(hoge / "sync_dest" / previous)
+    assert rows(hoge / "sync.sqlite", "SELECT filename, t FROM summary ORDER BY t") == [
+        (previous, rn.format_t(1_600_000_000)),
+        ("hoge/a/notebooks/nb.ipynb", rn.format_t(1_600_000_100)),
+    ]
+    # started again, nothing is left to catch up
+    assert "was not applied" not in sync(hoge).stdout
+
+
 def test_dry_run_writes_nothing(tmp_path):
     root = populate_two_cycles(tmp_path)
     sync(root)
