@@ -24,6 +24,7 @@ from demo_course import (
 )
 
 import make_database as md
+import progress_viewer as pv
 import rsync_notebooks as rn
 
 T_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
@@ -504,13 +505,15 @@ SUDO_NOBODY = {"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY), "SUDO_USER": "n
 
 @pytest.mark.parametrize("env", [{}, SUDO_NOBODY], ids=["instructor", "root-through-sudo"])
 def test_while_the_loop_runs_cycles_commit_to_the_wal_and_its_end_leaves_one_file(hoge, env):
-    """A cycle ends with its commit (readers see it at once); when the loop ends, the
+    """A cycle ends with its commit (the viewer sees it at once); when the loop ends, the
     database is one self-contained file again. The WAL belongs to the instructor."""
-    write_text(hoge / "hoge/a/notebooks/one.txt", "1")
+    db, viewer = str(hoge / "sync.sqlite"), pv.CatalogCache()
+    write_json(hoge / "hoge/a/notebooks/one.ipynb", notebook([grade_cell("", "q")]))
     loop = start_loop(hoge, "--repeat", 3, "--min-sleep", 2, env=env)
     try:
         read_until(loop, "took")
-        write_text(hoge / "hoge/b/notebooks/two.txt", "2")
+        assert viewer.get(db).sources == ["hoge/a/notebooks/one.ipynb"]
+        write_json(hoge / "hoge/b/notebooks/two.ipynb", notebook([grade_cell("", "q")]))
         read_until(loop, "took")
         # cycle 2 is committed, its pages still in the WAL, which only the instructor reads
         wal = hoge / "sync.sqlite-wal"
@@ -518,8 +521,10 @@ def test_while_the_loop_runs_cycles_commit_to_the_wal_and_its_end_leaves_one_fil
         for path in (wal, hoge / "sync.sqlite-shm"):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
             assert path.stat().st_uid == (NOBODY if env else os.geteuid())
-        names = [name for name, *_ in rows(hoge / "sync.sqlite")]
-        assert names == ["hoge/a/notebooks/one.txt", "hoge/b/notebooks/two.txt"]
+        assert sorted(viewer.get(db).sources) == [
+            "hoge/a/notebooks/one.ipynb",
+            "hoge/b/notebooks/two.ipynb",
+        ]
     finally:
         out, err = loop.communicate(timeout=60)
     assert loop.returncode == 0, out + err
