@@ -150,6 +150,35 @@ def folder_missing(path):
         return True
 
 
+class UsersFile:
+    """users.csv as the loop sees it, read again whenever the file changes (a student added
+    during term is copied from the next cycle on). A file that became unusable is reported
+    and the last good list stays."""
+
+    def __init__(self, path):
+        self.path, self.key = path, file_key(path)
+        self.users = make_database.read_users_csv(path)  # UsersCsvError: unusable from the start
+
+    def current(self):
+        key = file_key(self.path)
+        if key != self.key:
+            self.key = key
+            try:
+                self.users = make_database.read_users_csv(self.path)
+                print(f"{self.path} changed: {len(self.users)} users from now on")
+            except make_database.UsersCsvError as error:
+                print(f"warning: {error}; copying the {len(self.users)} users it had before")
+        return self.users
+
+
+def file_key(path):
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
 def usable_sources(users, say):
     """The rsync sources for this cycle, with a note for each folder skipped."""
     sources, missing = [], []
@@ -389,56 +418,65 @@ def keep_open(db, requests):
 
 
 def one_cycle(args, users, previous_t, sudo):
-    """Run one cycle; (T, completed)."""
+    """Run one cycle's rsync; (T, its log, whether rsync did its job)."""
     t = next_timestamp(time.time(), previous_t, args.log_dir)
     print(f"======== {format_t(t)} ========", flush=True)
     sources = usable_sources(users, print)
     log, suffix = log_path(args.log_dir, t), f".bak_{format_t(t)}"
     if sources:
-        ok = run_rsync(sources, args, suffix, log, sudo)
-    else:
-        print("no folder to copy")
-        start_log(log, suffix).close()
-        ok = True
-    # Even after a failed or interrupted rsync the log is applied: what was copied and
-    # what was kept as a backup is recorded.
-    return t, apply(args, log, sudo) and ok
+        return t, log, run_rsync(sources, args, suffix, log, sudo)
+    print("no folder to copy")
+    start_log(log, suffix).close()
+    return t, log, True
 
 
 def logs_left_unapplied(args):
-    """Logs newer than the newest one the database has applied, oldest first: a loop killed
-    between its rsync and make_database.py left them, their copies not yet recorded."""
+    """The logs that list files but that the database has not applied, oldest first: a
+    loop killed between its rsync and make_database.py, or whose make_database.py failed,
+    left them, their copies not yet recorded."""
     if not os.path.exists(args.db):
         return []
     try:
         conn = sqlite3.connect(args.db, timeout=60)
         try:
-            (newest,) = conn.execute("SELECT max(log) FROM applied_logs").fetchone()
+            applied = {log for (log,) in conn.execute("SELECT log FROM applied_logs")}
         finally:
             conn.close()  # before any fork: no connection may be open then
         make_database.restrict_to_instructor([args.db, args.db + "-wal", args.db + "-shm"])
     except sqlite3.Error:  # not a database of ours: make_database.py will say so
         return []
     logs = sorted(glob.glob(os.path.join(glob.escape(args.log_dir), "sync_*.log")))
-    newer = [log for log in logs if newest is None or os.path.basename(log) > newest]
-    return [log for log in newer if log_lists_files(log)]
+    return [log for log in logs if os.path.basename(log) not in applied and log_lists_files(log)]
 
 
-def sync_loop(args, users, sudo, stopper, keeper):
-    """The cycles of a normal run, after the logs an earlier run left unapplied; True when
-    every one completed."""
+def apply_logs(args, logs, sudo):
+    """Apply the logs in turn, the last one this cycle's; those that failed."""
+    failed = []
+    for log in logs:
+        if log != logs[-1]:
+            print(f"{log} is not applied yet: applying it now")
+        if not apply(args, log, sudo):
+            failed.append(log)
+    return failed
+
+
+def sync_loop(args, users_file, sudo, stopper, keeper):
+    """The cycles of a normal run; True when every one completed.
+
+    Logs left unapplied are applied in the first cycle, and a log whose make_database.py
+    fails (users.csv saved half-edited, a full disk) is tried again every cycle: what was
+    copied and kept is recorded once it can be, in any order, as a replay would."""
     all_ok, previous_t, cycle = True, None, 0
+    unapplied = logs_left_unapplied(args)
     try:
-        for log in logs_left_unapplied(args):
-            print(f"{log} was not applied (the loop stopped before): applying it now")
-            all_ok = apply(args, log, sudo) and all_ok
-            keeper.hold()
-            stopper.check()
         while args.repeat < 0 or cycle < args.repeat:
             started = time.monotonic()
-            previous_t, ok = one_cycle(args, users, previous_t, sudo)
+            previous_t, log, copied = one_cycle(args, users_file.current(), previous_t, sudo)
+            # even after a failed or interrupted rsync the log is applied: what was copied
+            # and what was kept as a backup is recorded
+            unapplied = apply_logs(args, [*unapplied, log], sudo)
             keeper.hold()
-            all_ok = all_ok and ok
+            all_ok = all_ok and copied and log not in unapplied
             cycle += 1
             took = time.monotonic() - started
             if args.repeat >= 0 and cycle >= args.repeat:
@@ -551,7 +589,7 @@ def main(argv=None):
         print(f"Error: {problem}", file=sys.stderr)
         return 2
     try:
-        users = make_database.read_users_csv(args.users_csv)
+        users_file = UsersFile(args.users_csv)
     except make_database.UsersCsvError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
@@ -566,7 +604,7 @@ def main(argv=None):
         keeper.start()
         if args.replay_log:
             return 0 if replay_logs(args, sudo, stopper, keeper) else 1
-        return 0 if sync_loop(args, users, sudo, stopper, keeper) else 1
+        return 0 if sync_loop(args, users_file, sudo, stopper, keeper) else 1
     except AlreadyRunning as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1

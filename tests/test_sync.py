@@ -533,6 +533,48 @@ def test_while_the_loop_runs_cycles_commit_to_the_wal_and_its_end_leaves_one_fil
     assert len(conn.execute("SELECT * FROM summary").fetchall()) == 2  # without the WAL
 
 
+def test_a_student_added_to_users_csv_is_copied_from_the_next_cycle(hoge):
+    write_text(hoge / "hoge/a/notebooks/one.txt", "1")
+    loop = start_loop(hoge, "--repeat", 2, "--min-sleep", 1)
+    try:
+        read_until(loop, "took")
+        with open(hoge / "users.csv", "a") as stream:
+            stream.write("f,hoge/f/notebooks\n")
+        write_text(hoge / "hoge/f/notebooks/late.txt", "2")
+        assert "users.csv changed: 6 users" in read_until(loop, "took")
+    finally:
+        loop.communicate(timeout=60)
+    assert [(name, owner) for name, _, owner, *_ in rows(hoge / "sync.sqlite")] == [
+        ("hoge/a/notebooks/one.txt", "a"),
+        ("hoge/f/notebooks/late.txt", "f"),
+    ]
+
+
+def test_a_cycle_whose_log_failed_to_apply_is_recorded_at_the_next_one(hoge):
+    """users.csv saved half-edited: the loop copies the users it had, make_database.py
+    refuses the file; once it is fixed, the next cycle records that log too."""
+    write_text(hoge / "hoge/a/notebooks/one.txt", "1", 1_600_000_000)
+    loop = start_loop(hoge, "--repeat", 3, "--min-sleep", 1)
+    try:
+        read_until(loop, "took")
+        good = (hoge / "users.csv").read_text()
+        (hoge / "users.csv").write_text("uid,folder\na,hoge/a/notebooks\n")
+        write_text(hoge / "hoge/a/notebooks/one.txt", "2", 1_600_000_100)
+        assert "copying the 5 users it had before" in read_until(loop, "took")
+        (hoge / "users.csv").write_text(good)
+        assert "is not applied yet: applying it now" in read_until(loop, "took")
+    finally:
+        out, err = loop.communicate(timeout=60)
+    assert loop.returncode == 1  # a cycle failed
+    assert "make_database.py failed with exit code 2" in err
+    t = sorted(os.listdir(hoge / "sync_logs"))[1][len("sync_") : -len(".log")]
+    previous = f"hoge/a/notebooks/one.bak_{t}.txt"
+    assert rows(hoge / "sync.sqlite", "SELECT filename, t FROM summary ORDER BY t") == [
+        (previous, rn.format_t(1_600_000_000)),
+        ("hoge/a/notebooks/one.txt", rn.format_t(1_600_000_100)),
+    ]
+
+
 def running(pid):
     try:
         with open(f"/proc/{pid}/stat") as stream:
@@ -758,7 +800,7 @@ def test_a_log_left_by_a_loop_killed_before_make_database_is_applied_at_the_next
         command = rn.rsync_command(["hoge/a/notebooks"], "sync_dest", suffix, sudo=False)
         subprocess.run(command, cwd=hoge, stdout=stream, check=True)
     result = sync(hoge)
-    assert f"{os.path.relpath(log, hoge)} was not applied" in result.stdout
+    assert f"{os.path.relpath(log, hoge)} is not applied yet" in result.stdout
     previous = f"hoge/a/notebooks/nb{suffix}.ipynb"
     assert os.path.isfile(hoge / "sync_dest" / previous)
     assert rows(hoge / "sync.sqlite", "SELECT filename, t FROM summary ORDER BY t") == [
@@ -766,7 +808,7 @@ def test_a_log_left_by_a_loop_killed_before_make_database_is_applied_at_the_next
         ("hoge/a/notebooks/nb.ipynb", rn.format_t(1_600_000_100)),
     ]
     # started again, nothing is left to catch up
-    assert "was not applied" not in sync(hoge).stdout
+    assert "not applied" not in sync(hoge).stdout
 
 
 def test_dry_run_writes_nothing(tmp_path):
