@@ -399,8 +399,10 @@ class Parsing:
         self.workers = []  # (pid, pipe read end, [index into paths])
         self.own = list(range(len(paths)))
         cores = cores or min(len(os.sched_getaffinity(0)), 8)
+        if cores < 2:
+            return
         sizes = [file_size(path) for path in paths]
-        if cores < 2 or sum(sizes) < self.MIN_BYTES:
+        if sum(sizes) < self.MIN_BYTES:
             return
         shares = split_by_size(sizes, [self.OWN_WEIGHT] + [1.0] * (cores - 1))
         self.own = shares[0]
