@@ -244,28 +244,39 @@ def run(command, **kwargs):
         return 127
 
 
-def run_forked(function, argv):
-    """function(argv) in a child process made by fork: the same code as running the script,
-    without starting an interpreter and importing it again. The child ignores Ctrl-C and
-    SIGTERM (the loop stops once it is done). Its exit code, as `run` gives it."""
+def fork(child):
+    """Fork a process that runs child() and exits with the code it returns (1 if it
+    raises); its pid."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 1
         try:
-            for number in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(number, signal.SIG_IGN)
-            code = function(argv)
-        except SystemExit as error:  # argparse
-            code = error.code if isinstance(error.code, int) else 2
+            code = child()
         except BaseException:
             traceback.print_exc()
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    return pid
+
+
+def run_forked(function, argv):
+    """function(argv) in a child process made by fork: the same code as running the script,
+    without starting an interpreter and importing it again. The child ignores Ctrl-C and
+    SIGTERM (the loop stops once it is done). Its exit code, as `run` gives it."""
+
+    def child():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)
+        try:
+            return function(argv)
+        except SystemExit as error:  # argparse
+            return error.code if isinstance(error.code, int) else 2
+
+    _, status = os.waitpid(fork(child), 0)
     return os.waitstatus_to_exitcode(status)
 
 
@@ -359,19 +370,15 @@ class WalKeeper:
 
     def start(self):
         read_end, write_end = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the keeper: never returns
-            code = 1
-            try:
-                os.close(write_end)
-                keep_open(self.db, read_end)
-                code = 0
-            finally:
-                os._exit(code)
+
+        def keeper():
+            os.close(write_end)
+            keep_open(self.db, read_end)
+            return 0
+
+        self.pid = fork(keeper)
         os.close(read_end)
-        self.pid, self.pipe = pid, write_end
+        self.pipe = write_end
         self.hold()
 
     def hold(self):
