@@ -456,14 +456,19 @@ def logs_left_unapplied(args):
     return [log for log in logs if os.path.basename(log) not in applied and log_lists_files(log)]
 
 
-def apply_logs(args, logs, sudo):
-    """Apply the logs in turn, the last one this cycle's; those that failed."""
+def apply_logs(args, unapplied, log, sudo):
+    """Apply the logs earlier cycles left unapplied, oldest first, then this cycle's `log`;
+    the logs still unapplied. Once an earlier one fails, the rest wait for the next cycle
+    (they would most likely fail the same way), so a lasting failure costs one more run a
+    cycle, not one per log."""
     failed = []
-    for log in logs:
-        if log != logs[-1]:
-            print(f"{log} is not applied yet: applying it now")
-        if not apply(args, log, sudo):
-            failed.append(log)
+    for i, earlier in enumerate(unapplied):
+        print(f"{earlier} is not applied yet: applying it now")
+        if not apply(args, earlier, sudo):
+            failed = unapplied[i:]
+            break
+    if not apply(args, log, sudo):
+        failed.append(log)
     return failed
 
 
@@ -481,7 +486,7 @@ def sync_loop(args, users_file, sudo, stopper, keeper):
             previous_t, log, copied = one_cycle(args, users_file.current(), previous_t, sudo)
             # even after a failed or interrupted rsync the log is applied: what was copied
             # and what was kept as a backup is recorded
-            unapplied = apply_logs(args, [*unapplied, log], sudo)
+            unapplied = apply_logs(args, unapplied, log, sudo)
             keeper.hold()
             all_ok = all_ok and copied and log not in unapplied
             cycle += 1

@@ -550,28 +550,32 @@ def test_a_student_added_to_users_csv_is_copied_from_the_next_cycle(hoge):
     ]
 
 
-def test_a_cycle_whose_log_failed_to_apply_is_recorded_at_the_next_one(hoge):
-    """users.csv saved half-edited: the loop copies the users it had, make_database.py
-    refuses the file; once it is fixed, the next cycle records that log too."""
-    write_text(hoge / "hoge/a/notebooks/one.txt", "1", 1_600_000_000)
-    loop = start_loop(hoge, "--repeat", 3, "--min-sleep", 1)
+def test_logs_that_failed_to_apply_are_recorded_once_they_can_be(hoge):
+    """users.csv saved half-edited for three cycles: the loop copies the users it had,
+    make_database.py refuses the file (tried once for the waiting logs, not once per log);
+    once the file is fixed, the next cycle records every log."""
+    write_text(hoge / "hoge/a/notebooks/one.txt", "0", 1_600_000_000)
+    loop = start_loop(hoge, "--repeat", 5, "--min-sleep", 1)
     try:
         read_until(loop, "took")
         good = (hoge / "users.csv").read_text()
         (hoge / "users.csv").write_text("uid,folder\na,hoge/a/notebooks\n")
-        write_text(hoge / "hoge/a/notebooks/one.txt", "2", 1_600_000_100)
-        assert "copying the 5 users it had before" in read_until(loop, "took")
+        for cycle in (1, 2, 3):
+            write_text(hoge / "hoge/a/notebooks/one.txt", str(cycle), 1_600_000_000 + cycle)
+            output = read_until(loop, "took")
+            assert output.count("is not applied yet") == (0 if cycle == 1 else 1)
+            assert ("copying the 5 users it had before" in output) == (cycle == 1)
         (hoge / "users.csv").write_text(good)
-        assert "is not applied yet: applying it now" in read_until(loop, "took")
+        assert read_until(loop, "took").count("is not applied yet") == 3
     finally:
         out, err = loop.communicate(timeout=60)
-    assert loop.returncode == 1  # a cycle failed
+    assert loop.returncode == 1  # cycles failed
     assert "make_database.py failed with exit code 2" in err
-    t = sorted(os.listdir(hoge / "sync_logs"))[1][len("sync_") : -len(".log")]
-    previous = f"hoge/a/notebooks/one.bak_{t}.txt"
+    logs = sorted(os.listdir(hoge / "sync_logs"))
+    previous = [f"hoge/a/notebooks/one.bak_{log[len('sync_') : -len('.log')]}.txt" for log in logs]
     assert rows(hoge / "sync.sqlite", "SELECT filename, t FROM summary ORDER BY t") == [
-        (previous, rn.format_t(1_600_000_000)),
-        ("hoge/a/notebooks/one.txt", rn.format_t(1_600_000_100)),
+        *((previous[i + 1], rn.format_t(1_600_000_000 + i)) for i in range(3)),
+        ("hoge/a/notebooks/one.txt", rn.format_t(1_600_000_003)),
     ]
 
 
