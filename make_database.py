@@ -386,7 +386,8 @@ class Parsing:
     reads the database; `results()` adds this process's own share and collects the rest.
 
     Parsing is most of a cycle's work, and the machine's other cores are idle once rsync
-    is done. A worker only reads notebooks and sends back marshal'd counts; if one fails,
+    is done. A worker only reads notebooks and sends back marshal'd counts (it never uses
+    the database connection this process may hold, and leaves by os._exit); if one fails,
     its share is parsed here instead. Few or small notebooks are parsed here only.
     """
 
