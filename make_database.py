@@ -392,9 +392,10 @@ class Parsing:
     """
 
     MIN_BYTES = 2_000_000  # less than this is parsed faster than a fork is made
-    OWN_WEIGHT = 0.5  # this process also renames and reads the database meanwhile
 
-    def __init__(self, dest, names, cores=None):
+    def __init__(self, dest, names, cores=None, replaced=0.0):
+        """`replaced`: the share of the notebooks that have a previous version, which this
+        process renames and looks up while the workers parse; it takes less to parse."""
         self.names = names
         self.paths = paths = [os.path.join(dest, name) for name in names]
         self.workers = []  # (pid, pipe read end, [index into paths])
@@ -405,7 +406,8 @@ class Parsing:
         sizes = [file_size(path) for path in paths]
         if sum(sizes) < self.MIN_BYTES:
             return
-        shares = split_by_size(sizes, [self.OWN_WEIGHT] + [1.0] * (cores - 1))
+        own_weight = 1.0 - 0.5 * replaced
+        shares = split_by_size(sizes, [own_weight] + [1.0] * (cores - 1))
         self.own = shares[0]
         for share in filter(None, shares[1:]):
             try:
@@ -655,7 +657,9 @@ def apply_log(conn, log, dest, users, warn=None):
     warn = warn or (lambda message: print(message, file=sys.stderr))
     suffix, files, created = read_log(log)
     # the copies' parsing starts at once, the renames and the database reads go on meanwhile
-    parsing = Parsing(dest, [f for f in files if f.endswith(".ipynb") and not is_checkpoint(f)])
+    notebooks = [f for f in files if f.endswith(".ipynb") and not is_checkpoint(f)]
+    replaced = sum(f not in created for f in notebooks) / max(len(notebooks), 1)
+    parsing = Parsing(dest, notebooks, replaced=replaced)
     try:
         versions = rename_backups(dest, files, suffix, created)
         records = build_records(conn, dest, versions, users, warn, parsing)

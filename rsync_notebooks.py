@@ -396,6 +396,18 @@ class WalKeeper:
             self.pid = self.pipe = None
 
 
+def create_database(db):
+    """Create the database (make_database.py's schema) if it does not exist yet, so the
+    keeper holds it from the first cycle on; make_database.py creates it when this cannot."""
+    if os.path.exists(db):
+        return
+    try:
+        make_database.connect(db).close()  # closed before any fork
+        make_database.restrict_to_instructor([db, db + "-wal", db + "-shm"])
+    except (sqlite3.Error, OSError):
+        pass
+
+
 def keep_open(db, requests):
     """The keeper's life: on each byte from `requests`, open `db` if it exists and is not
     open yet; on end of file, close it (SQLite checkpoints) and return."""
@@ -613,6 +625,7 @@ def main(argv=None):
     try:
         lock = take_lock(args.dest)  # noqa: F841  (held until exit)
         prepare_folders(args)
+        create_database(args.db)
         keeper.start()
         if args.replay_log:
             return 0 if replay_logs(args, sudo, stopper, keeper) else 1
