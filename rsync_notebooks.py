@@ -452,7 +452,8 @@ def one_cycle(args, users, previous_t, sudo):
 def logs_left_unapplied(args):
     """The logs that list files but that the database has not applied, oldest first: a
     loop killed between its rsync and make_database.py, or whose make_database.py failed,
-    left them, their copies not yet recorded."""
+    left them, their copies not yet recorded. A new database has none (rebuilding one from
+    the logs is --replay-log's job)."""
     if not os.path.exists(args.db):
         return []
     try:
@@ -462,7 +463,7 @@ def logs_left_unapplied(args):
         finally:
             conn.close()  # before any fork: no connection may be open then
         make_database.restrict_to_instructor([args.db, args.db + "-wal", args.db + "-shm"])
-    except sqlite3.Error:  # not a database of ours: make_database.py will say so
+    except (sqlite3.Error, OSError):  # not a database of ours: make_database.py will say so
         return []
     logs = sorted(glob.glob(os.path.join(glob.escape(args.log_dir), "sync_*.log")))
     return [log for log in logs if os.path.basename(log) not in applied and log_lists_files(log)]
@@ -484,14 +485,13 @@ def apply_logs(args, unapplied, log, sudo):
     return failed
 
 
-def sync_loop(args, users_file, sudo, stopper, keeper):
+def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
     """The cycles of a normal run; True when every one completed.
 
     Logs left unapplied are applied in the first cycle, and a log whose make_database.py
     fails (users.csv saved half-edited, a full disk) is tried again every cycle: what was
     copied and kept is recorded once it can be, in any order, as a replay would."""
     all_ok, previous_t, cycle = True, None, 0
-    unapplied = logs_left_unapplied(args)
     try:
         while args.repeat < 0 or cycle < args.repeat:
             started = time.monotonic()
@@ -625,11 +625,12 @@ def main(argv=None):
     try:
         lock = take_lock(args.dest)  # noqa: F841  (held until exit)
         prepare_folders(args)
+        unapplied = [] if args.replay_log else logs_left_unapplied(args)
         create_database(args.db)
         keeper.start()
         if args.replay_log:
             return 0 if replay_logs(args, sudo, stopper, keeper) else 1
-        return 0 if sync_loop(args, users_file, sudo, stopper, keeper) else 1
+        return 0 if sync_loop(args, users_file, sudo, stopper, keeper, unapplied) else 1
     except AlreadyRunning as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1

@@ -813,6 +813,10 @@ def test_a_log_left_by_a_loop_killed_before_make_database_is_applied_at_the_next
     ]
     # started again, nothing is left to catch up
     assert "not applied" not in sync(hoge).stdout
+    # a new database is not filled from old logs behind the instructor's back
+    result = sync(hoge, "--db", "new.sqlite")
+    assert "not applied" not in result.stdout
+    assert rows(hoge / "new.sqlite") == []
 
 
 def test_dry_run_writes_nothing(tmp_path):
