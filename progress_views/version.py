@@ -72,6 +72,18 @@ def render_version(dest, history, uid, rowid, url):
     return html.Div(parts)
 
 
+def current_history(context, assignment, student):
+    """The assignment's History when the database can be read and it still has student
+    number `student` (the list may have changed since the browser got it), else None."""
+    if student is None or not assignment:
+        return None
+    try:
+        history = history_of(context, *context.catalog_and_people(), assignment)
+    except context.data_errors:
+        return None
+    return history if 0 <= student < len(history.students) else None
+
+
 def register(app, context):
     @app.callback(
         Output(Ids.student, "options"),
@@ -107,9 +119,9 @@ def register(app, context):
         State(ProblemIds.selected_version, "data"),
     )
     def update_versions(student, assignment, selected):
-        if student is None or not assignment:
+        history = current_history(context, assignment, student)
+        if history is None:
             return [], None
-        history = history_of(context, *context.catalog_and_people(), assignment)
         versions = history.versions[history.students[student]]
         options = [
             {"label": version_label(v, history.problems), "value": v.rowid}
@@ -126,9 +138,9 @@ def register(app, context):
         State(context.ids.passwd, "value"),
     )
     def show_version(rowid, student, assignment, passwd):
-        if rowid is None or student is None or not assignment:
+        history = current_history(context, assignment, student)
+        if rowid is None or history is None:
             return ""
-        history = history_of(context, *context.catalog_and_people(), assignment)
         uid = history.students[student]
         url = context.version_url_of(rowid) if context.authorized(passwd) else None
         return render_version(context.settings["SYNC_DEST"], history, uid, rowid, url)

@@ -238,3 +238,13 @@ def test_lab_version_view_renders_a_version_and_its_diff(lab):
     )
     assert "p1_5: error" in shown and "changes since" in shown
     assert "attempt" in shown
+
+
+def test_version_view_of_a_student_number_or_database_gone_is_empty_not_an_error(lab, tmp_path):
+    """The browser's student number is from an earlier update: the list may have changed,
+    or the database may be gone; the version view then shows nothing instead of failing."""
+    _, h, _, context = lab
+    assert version.current_history(context, "pl01/pl01.ipynb", 0).students == h.students
+    assert version.current_history(context, "pl01/pl01.ipynb", len(h.students)) is None
+    gone = pv.ActivityView({**context.settings, "SYNC_SQLITE": str(tmp_path / "gone.sqlite")})
+    assert version.current_history(gone, "pl01/pl01.ipynb", 0) is None
