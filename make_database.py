@@ -677,11 +677,11 @@ def apply_log(conn, log, dest, users, warn=None):
     return len(records)
 
 
-def restrict_to_instructor(paths):
-    """Make the database files private to the instructor: mode 0600, and when run through
-    sudo, owned by the account that ran sudo."""
+def restrict_to_instructor(db):
+    """Make the database and its WAL files private to the instructor: mode 0600, and when
+    run through sudo, owned by the account that ran sudo."""
     uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    for path in paths:
+    for path in (db, db + "-wal", db + "-shm"):
         if os.path.exists(path):
             os.chmod(path, 0o600)
             if os.geteuid() == 0 and uid and gid:
@@ -774,7 +774,7 @@ def main(argv=None):
             recorded = apply_log(conn, args.log, args.dest, users)
         finally:
             conn.close()
-            restrict_to_instructor([args.db, args.db + "-wal", args.db + "-shm"])
+            restrict_to_instructor(args.db)
             for number, handler in previous.items():
                 signal.signal(number, handler)
     except UsersCsvError as error:

@@ -403,7 +403,7 @@ def create_database(db):
         return
     try:
         make_database.connect(db).close()  # closed before any fork
-        make_database.restrict_to_instructor([db, db + "-wal", db + "-shm"])
+        make_database.restrict_to_instructor(db)
     except (sqlite3.Error, OSError):
         pass
 
@@ -419,7 +419,6 @@ def keep_open(db, requests):
         os.dup2(devnull, fd)
     os.closerange(3, requests)
     os.closerange(requests + 1, os.sysconf("SC_OPEN_MAX"))
-    files = [db, db + "-wal", db + "-shm"]
     conn = None
     try:
         while os.read(requests, 1):
@@ -427,13 +426,13 @@ def keep_open(db, requests):
                 try:
                     conn = sqlite3.connect(db, timeout=60)
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                    make_database.restrict_to_instructor(files)  # a WAL it may have created
+                    make_database.restrict_to_instructor(db)  # a WAL it may have created
                 except (sqlite3.Error, OSError):
                     conn = None
     finally:
         if conn is not None:
             conn.close()
-            make_database.restrict_to_instructor(files)
+            make_database.restrict_to_instructor(db)
 
 
 def one_cycle(args, users, previous_t, sudo):
@@ -462,7 +461,7 @@ def logs_left_unapplied(args):
             applied = {log for (log,) in conn.execute("SELECT log FROM applied_logs")}
         finally:
             conn.close()  # before any fork: no connection may be open then
-        make_database.restrict_to_instructor([args.db, args.db + "-wal", args.db + "-shm"])
+        make_database.restrict_to_instructor(args.db)
     except (sqlite3.Error, OSError):  # not a database of ours: make_database.py will say so
         return []
     logs = sorted(glob.glob(os.path.join(glob.escape(args.log_dir), "sync_*.log")))
