@@ -1,6 +1,7 @@
 """rsync_notebooks.py + make_database.py end to end: real rsync, real folders, real SQLite."""
 
 import glob
+import marshal
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 from conftest import REALDATA, ROOT, rows, run_script, sync, write_json, write_text, write_users
@@ -386,16 +388,21 @@ def test_a_big_cycle_parsed_in_workers_records_what_each_notebook_holds(tmp_path
         assert (tuple(counts), problems) == expected, filename
 
 
-def test_a_killed_parse_worker_costs_nothing(tmp_path):
-    """A worker that dies (the OOM killer, say) leaves its share to be parsed at home."""
+def test_a_parse_worker_that_dies_costs_nothing(tmp_path, monkeypatch):
+    """A worker that dies before sending its results (the OOM killer, say) leaves its
+    share to be parsed at home. Here every worker dies for sure: sending fails in it."""
     write_big_cycle(tmp_path)
     names = sorted(
         os.path.relpath(path, tmp_path) for path in glob.glob(str(tmp_path / "class/*/*/*.ipynb"))
     )
     serial = {name: md.parse_each([tmp_path / name])[0] for name in names}
+
+    def die(value):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(md, "marshal", types.SimpleNamespace(dumps=die, loads=marshal.loads))
     parsing = md.Parsing(str(tmp_path), names, cores=3)
-    assert len(parsing.workers) == 2
-    os.kill(parsing.workers[0][0], signal.SIGKILL)
+    assert len(parsing.workers) == 2 and len(parsing.own) < len(names)
     assert parsing.results() == serial
     assert parsing.workers == []
 
