@@ -454,20 +454,6 @@ def parse_positive_int(value, name, default):
     return number
 
 
-def counts_array(counts):
-    return np.array([[np.nan if v is None else v for v in counts]], dtype=np.float64)
-
-
-def marker_color(counts):
-    """red: an error; green: answers and nothing empty; blue: otherwise; gray: unreadable."""
-    return str(marker_colors(counts_array(counts))[0])
-
-
-def marker_size(counts):
-    """5 + 10 * (ok + display + stream) / all five counts (5 when all are 0 or unknown)."""
-    return float(marker_sizes(counts_array(counts))[0])
-
-
 def path_groups(sources):
     """{regexp: number of files} made by replacing one component of a path with [^/]+."""
     counts = {}
@@ -625,7 +611,8 @@ def count_texts(counts):
 
 
 def marker_colors(counts):
-    """Vectorized marker_color over an (n, 5) array with NaN for unknown counts."""
+    """red: an error; green: answers and nothing empty; blue: otherwise; gray: unreadable
+    (rows of an (n, 5) array, NaN for unknown counts)."""
     answered = counts[:, 0] + counts[:, 1] + counts[:, 2]
     colors = np.where(
         counts[:, 3] > 0, "red", np.where((answered > 0) & (counts[:, 4] == 0), "green", "blue")
@@ -635,7 +622,8 @@ def marker_colors(counts):
 
 
 def marker_sizes(counts):
-    """Vectorized marker_size over an (n, 5) array with NaN for unknown counts."""
+    """5 + 10 * (ok + display + stream) / all five counts, 5 when all are 0 or unknown
+    (rows of an (n, 5) array, NaN for unknown counts)."""
     answered = counts[:, 0] + counts[:, 1] + counts[:, 2]
     total = counts.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

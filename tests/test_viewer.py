@@ -12,6 +12,7 @@ import time
 import urllib.request
 from datetime import datetime
 
+import numpy as np
 import pytest
 from conftest import ROOT, sync, write_json
 from demo_course import error_output, execute_result, grade_cell, notebook
@@ -89,13 +90,13 @@ def test_bad_regexp_is_a_message():
         pv.compile_regexp("pl01/(")
 
 
-def test_pathological_regexp_runs_in_linear_time():
-    """(a+)+b over long names: RE2 answers at once where a backtracking engine would hang."""
+def test_regexps_run_on_a_linear_time_engine():
+    """A backreference, which only a backtracking engine (one that (a+)+b can hang) knows,
+    is refused; (a+)+b over long names answers (pytest's timeout would end a hang)."""
+    with pytest.raises(ValueError, match="bad path regexp"):
+        pv.compile_regexp(r"(a)\1")
     regexp = pv.compile_regexp("(a+)+b")
-    names = ["a" * 10000 + "c"] * 200
-    started = time.monotonic()
-    assert not any(regexp.search(n) for n in names)
-    assert time.monotonic() - started < 5  # a backtracking engine needs ages for one name
+    assert not any(regexp.search("a" * 10000 + "c") for _ in range(200))
 
 
 @pytest.mark.parametrize(
@@ -109,8 +110,9 @@ def test_pathological_regexp_runs_in_linear_time():
     ],
 )
 def test_marker_color_and_size(counts, color, size):
-    assert pv.marker_color(counts) == color
-    assert pv.marker_size(counts) == size
+    array = np.array([[np.nan if v is None else v for v in counts]])
+    assert pv.marker_colors(array).tolist() == [color]
+    assert pv.marker_sizes(array).tolist() == [size]
 
 
 def test_path_groups_replace_one_component():
