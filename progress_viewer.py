@@ -793,9 +793,13 @@ class ActivityView:
             conn.close()
         return row[0] if row else None
 
+    def file_url(self, filename):
+        """Where a recorded version opens in Jupyter."""
+        return version_url(self.settings["URL_TEMPLATE"], filename)
+
     def version_url_of(self, rowid):
         filename = self.version_filename(rowid)
-        return version_url(self.settings["URL_TEMPLATE"], filename) if filename else None
+        return self.file_url(filename) if filename else None
 
     def graph(
         self,
@@ -822,7 +826,7 @@ class ActivityView:
             patterns = [path_re] if path_re else list(groups or [])
             catalog = self.catalogs.get(settings["SYNC_SQLITE"])
             mask = source_mask(catalog, patterns)
-        except (ValueError, DatabaseMissing, sqlite3.Error) as error:
+        except (ValueError, *self.data_errors) as error:
             return empty_figure(), "0 rows", str(error)
         allowed = self.allowed_uids(people, filter_column, filter_value, authorized)
         if allowed is not None:
@@ -830,9 +834,8 @@ class ActivityView:
             mask = mask & owners
         team_of = self.team_of(people, authorized)
         view = select_view(catalog, mask, *window, bool(only_latest), criteria, limit, team_of)
-        attrs = list(settings["USER_ATTRS"])
         labels = [
-            row_label(catalog.sources[s], catalog.source_owner[s], people, attrs, authorized)
+            row_label(catalog.sources[s], catalog.source_owner[s], people, self.attrs, authorized)
             for s in view.sources
         ]
         message = people.problem
@@ -844,7 +847,7 @@ class ActivityView:
         try:
             limit = parse_positive_int(threshold, "threshold", 10)
             catalog = self.catalogs.get(self.settings["SYNC_SQLITE"])
-        except (ValueError, DatabaseMissing, sqlite3.Error):
+        except (ValueError, *self.data_errors):
             return []
         groups = suggest_groups(catalog, limit, self.authorized(passwd))
         return [{"label": f"{pattern} ({count})", "value": pattern} for pattern, count in groups]
@@ -863,7 +866,7 @@ class ActivityView:
             return str(error)
         if filename is None:
             return "That version is no longer in the database."
-        url = version_url(self.settings["URL_TEMPLATE"], filename)
+        url = self.file_url(filename)
         return html.A(f"open {filename}", href=url, target="_blank", rel="noopener")
 
 

@@ -194,7 +194,8 @@ def error_run_start(history, uid, problem, moment):
 
 
 def stuck_and_idle(history, moment, minutes, students):
-    """Rows {student, kind, problem, since, rowid} at `moment` with a window of `minutes`.
+    """Rows {student, kind, problem, since, rowid, filename} at `moment` with a window of
+    `minutes`, the version being the one the row's time is that of.
 
     Stuck on p: p is `error` in the state at M - N and in every version saved in
     (M - N, M]. Idle: unanswered problems remain, no version saved in (M - N, M], while at
@@ -238,4 +239,5 @@ def row(uid, kind, problem, version):
         "problem": problem,
         "since": version.t,
         "rowid": version.rowid,
+        "filename": version.filename,
     }

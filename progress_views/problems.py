@@ -249,6 +249,8 @@ def progress_figure(history, start, moment, students):
 
 
 def stuck_rows(history, moment, minutes, students, labels, url_of):
+    """The stuck and idle table; `url_of(filename)` links each row's version (None: no
+    links, without the password)."""
     rows = model.stuck_and_idle(history, moment, minutes, students)
     return [
         {
@@ -256,7 +258,7 @@ def stuck_rows(history, moment, minutes, students, labels, url_of):
             "kind": r["kind"],
             "problem": r["problem"],
             "since": clock(r["since"]),
-            "link": f"[open]({url_of(r['rowid'])})" if url_of else "",
+            "link": f"[open]({url_of(r['filename'])})" if url_of else "",
             "rowid": r["rowid"],
         }
         for r in rows
@@ -377,7 +379,7 @@ def register(app, context, filter_inputs):
             window = max(1, int(minutes or 10))
         except (TypeError, ValueError):
             window = 10
-        url_of = context.version_url_of if shown.authorized else None
+        url_of = context.file_url if shown.authorized else None
         history, moment, ordered, labels = shown.history, shown.moment, shown.ordered, shown.labels
         start = history.first_time() or shown.now
         return (

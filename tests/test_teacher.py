@@ -3,6 +3,7 @@ simulated 90-minute lab of 44 students synced by the real rsync_notebooks.py."""
 
 import os
 import time
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -248,3 +249,17 @@ def test_version_view_of_a_student_number_or_database_gone_is_empty_not_an_error
     assert version.current_history(context, "pl01/pl01.ipynb", len(h.students)) is None
     gone = pv.ActivityView({**context.settings, "SYNC_SQLITE": str(tmp_path / "gone.sqlite")})
     assert version.current_history(gone, "pl01/pl01.ipynb", 0) is None
+
+
+def test_lab_stuck_table_links_each_row_to_its_version_only_with_the_password(lab):
+    course, h, moment, context = lab
+    labels = problems.student_labels(h.students, context.people(), context.attrs, True)
+    linked = problems.stuck_rows(h, moment, N, h.students, labels, context.file_url)
+    assert {r["kind"] for r in linked} == {"stuck", "idle"}
+    for r in linked:
+        (version,) = [v for v in h.versions[r["student"].split(" ")[0]] if v.rowid == r["rowid"]]
+        assert r["link"] == f"[open]({context.version_url_of(version.rowid)})"
+        assert urllib.parse.quote(version.filename, safe="/") in r["link"]
+    hidden = problems.student_labels(h.students, context.people(), context.attrs, False)
+    unlinked = problems.stuck_rows(h, moment, N, h.students, hidden, None)
+    assert [r["link"] for r in unlinked] == [""] * len(linked)
