@@ -144,6 +144,16 @@ def read_users_csv(path, warn=None):
     return users
 
 
+def file_key(path):
+    """What changes when the file at `path` is written or replaced; None when it is not
+    there."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
 def notebooks_problem(notebooks):
     """Why rsync must not be given this `notebooks` value, or '' when it is fine."""
     if not notebooks:

@@ -235,11 +235,7 @@ class PeopleCache:
         self.current = None
 
     def get(self, path):
-        try:
-            info = os.stat(path)
-            key = (info.st_ino, info.st_size, info.st_mtime_ns)
-        except OSError:
-            key = None
+        key = make_database.file_key(path)
         if self.current is None or self.current.key != key:
             self.current = load_people(path, key)
         return self.current

@@ -156,11 +156,11 @@ class UsersFile:
     and the last good list stays."""
 
     def __init__(self, path):
-        self.path, self.key = path, file_key(path)
+        self.path, self.key = path, make_database.file_key(path)
         self.users = make_database.read_users_csv(path)  # UsersCsvError: unusable from the start
 
     def current(self):
-        key = file_key(self.path)
+        key = make_database.file_key(self.path)
         if key != self.key:
             self.key = key
             try:
@@ -169,14 +169,6 @@ class UsersFile:
             except make_database.UsersCsvError as error:
                 print(f"warning: {error}; copying the {len(self.users)} users it had before")
         return self.users
-
-
-def file_key(path):
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def usable_sources(users, say):
