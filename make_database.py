@@ -25,6 +25,8 @@ Exit codes: 0 done (unreadable notebooks are warnings, not failures); 1 the log 
 database could not be used; 2 bad arguments or an unusable users.csv.
 """
 
+__version__ = "0.3.0"  # the project's one version string (the other scripts import it)
+
 import argparse
 import csv
 import marshal
@@ -706,6 +708,12 @@ def build_parser():
         description=__doc__.split("\n\n", 1)[0],
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="Print the version of the monitoring scripts and exit.",
     )
     parser.add_argument(
         "--users-csv",
