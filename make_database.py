@@ -86,6 +86,18 @@ OUTPUT_PRIORITY = ("error", "display_data", "stream", "execute_result")
 V3_OUTPUT_TYPES = {"pyout": "execute_result", "pyerr": "error"}
 ANSWERED = ("execute_result", "display_data", "stream")
 
+# ---- read by the viewer (progress_views) too: this is their one home.
+# summary's count columns, and the outcome of a graded code cell each one counts.
+COUNT_COLUMNS = ("code_ok", "code_display", "code_stream", "code_error", "code_empty")
+COUNTED_OUTCOMES = ("execute_result", "display_data", "stream", "error", "empty")
+# A renamed backup, `nb.bak_2021-10-17T18:26:14.ipynb`, as an SQLite GLOB; its `.bak_T`
+# part is BACKUP_MARK_LENGTH characters long.
+BACKUP_GLOB = (
+    "*.bak_[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].ipynb"
+)
+BACKUP_MARK_LENGTH = len(".bak_2021-10-17T18:26:14")
+# ---- end of the viewer's block
+
 # A backup rsync made in the cycle with suffix `.bak_T`, after our rename.
 BACKUP_MARK_RE = re.compile(r"\.bak_\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
@@ -355,9 +367,7 @@ def graded_outcomes(notebook):
 def count_outcomes(outcomes):
     """(code_ok, code_display, code_stream, code_error, code_empty) over graded code cells."""
     code = [outcome for _, cell_type, outcome in outcomes if cell_type == "code"]
-    return tuple(
-        code.count(kind) for kind in ("execute_result", "display_data", "stream", "error", "empty")
-    )
+    return tuple(code.count(kind) for kind in COUNTED_OUTCOMES)
 
 
 def parse_notebook_bytes(data):
