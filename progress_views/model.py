@@ -15,6 +15,7 @@ import numpy as np
 ANSWERED = ("execute_result", "display_data", "stream")
 # Outcome classes, in the order of their codes in the heatmap.
 CLASSES = ("none", "empty", "non-empty", "answered", "error")
+CODES = {name: code for code, name in enumerate(CLASSES)}
 CLASS_COLORS = {
     "none": "#ffffff",
     "empty": "#d0d0d0",
@@ -54,6 +55,7 @@ class History:
     problems: list  # grade_ids in notebook order
     versions: dict  # uid -> [Version] by time
     times: dict = field(default_factory=dict)  # uid -> [t], for bisect
+    code_cache: dict = field(default_factory=dict, repr=False)  # uid -> codes(uid)
 
     def __post_init__(self):
         self.times = {uid: [v.t for v in vs] for uid, vs in self.versions.items()}
@@ -70,6 +72,16 @@ class History:
     def outcome_at(self, uid, problem, moment):
         version = self.state_at(uid, moment)
         return outcome_class(version.outcomes.get(problem) if version else None)
+
+    def codes(self, uid):
+        """The student's versions as outcome codes (CLASSES indexes), one bytes per
+        version with a byte per problem; made once per History."""
+        if uid not in self.code_cache:
+            self.code_cache[uid] = [
+                bytes(CODES[outcome_class(v.outcomes.get(p))] for p in self.problems)
+                for v in self.versions[uid]
+            ]
+        return self.code_cache[uid]
 
     def first_time(self):
         return min((vs[0].t for vs in self.versions.values() if vs), default=None)
@@ -177,6 +189,268 @@ def progress_series(history, times, students):
         return answered, zeros, zeros, zeros
     q1, median, q3 = np.percentile(per_student, [25, 50, 75], axis=0)
     return answered, median, q1, q3
+
+
+# ---------------------------------------------------------------------------- the class at M
+#
+# The first screen's rules (DESIGN.md, "The first screen"), across every assignment:
+# - stuck on problem p of assignment A: p is `error` in the student's state of A at M - N
+#   and in every version of A they saved in (M - N, M]; since = the first version of that
+#   unbroken run of errors.
+# - idle: saved something (any file) at or before M - N, nothing at all in (M - N, M],
+#   while at least half of the students who saved anything by M saved something in
+#   (M - N, M]; and not finished. since = their last save of any file. Stuck wins.
+# - finished: at least one assignment started by M, and every problem of every assignment
+#   started by M is answered at M.
+# - working: everyone else who saved anything by M. Students with no save by M are not
+#   counted.
+
+KINDS = ("stuck", "idle", "working", "finished")  # class_status order; a student has one
+ERROR_CODE, ANSWERED_CODE = CODES["error"], CODES["answered"]
+
+
+@dataclass
+class Saves:
+    """Every recorded version of any file (notebook or not) per student, by time: when
+    each student saved anything, whatever the assignment."""
+
+    times: dict  # uid -> [t] sorted, seconds, local time
+    rowids: dict  # uid -> [rowid], in the order of times
+    filenames: dict  # uid -> [filename], in the order of times
+
+    def count(self, uid, after, until):
+        """How many saves of `uid` fall in (after, until]."""
+        times = self.times.get(uid, [])
+        return bisect.bisect_right(times, until) - bisect.bisect_right(times, after)
+
+    def last(self, uid, moment):
+        """(t, rowid, filename) of the student's last save at or before `moment`, or None."""
+        index = bisect.bisect_right(self.times.get(uid, []), moment)
+        if not index:
+            return None
+        return (
+            self.times[uid][index - 1],
+            self.rowids[uid][index - 1],
+            self.filenames[uid][index - 1],
+        )
+
+
+def saves_of(rows):
+    """Saves from [(uid, t, rowid, filename)] in any order (t in seconds)."""
+    times, rowids, filenames = {}, {}, {}
+    for uid, t, rowid, filename in sorted(rows, key=lambda row: (row[0], row[1], row[2])):
+        times.setdefault(uid, []).append(int(t))
+        rowids.setdefault(uid, []).append(int(rowid))
+        filenames.setdefault(uid, []).append(filename)
+    return Saves(times, rowids, filenames)
+
+
+# Every version of every file whose owner users.csv knows; `unknown` is make_database's
+# owner of the others.
+SAVES_QUERY = "SELECT owner, t, rowid, filename FROM summary WHERE owner != ?"
+
+
+def load_saves(conn, unknown_owner="unknown"):
+    """The Saves recorded in the database; a row whose time cannot be read is left out."""
+    rows = conn.execute(SAVES_QUERY, (unknown_owner,)).fetchall()
+    if not rows:
+        return Saves({}, {}, {})
+    owners, texts, rowids, filenames = zip(*rows)
+    seconds = np.array([to_seconds(text) for text in texts], dtype=np.int64)
+    readable = seconds != NOT_A_TIME
+    return saves_of(
+        (owner, t, rowid, filename)
+        for owner, t, rowid, filename, ok in zip(
+            owners, seconds.tolist(), rowids, filenames, readable
+        )
+        if ok
+    )
+
+
+NOT_A_TIME = np.iinfo(np.int64).min
+
+
+def to_seconds(text):
+    """`2021-10-17T18:26:14` -> seconds of local time; NOT_A_TIME when it is not one."""
+    try:
+        return int(np.datetime64(text, "s").astype(np.int64))
+    except (ValueError, TypeError):
+        return NOT_A_TIME
+
+
+def pseudonyms(uids):
+    """{uid: `student N`}, N the uid's place (1-based) in `uids`, users.csv's order: the
+    one name of a masked student in every view."""
+    return {uid: f"student {number}" for number, uid in enumerate(uids, start=1)}
+
+
+@dataclass
+class ClassAt:
+    """The class at moment M: the stuck and idle rows and how many students are in each
+    kind, overall and per assignment."""
+
+    rows: list  # row dicts (see flag_row), longest first
+    status: dict  # kind -> students, every kind of KINDS
+    by_assignment: dict  # assignment -> kind -> students who started it by M
+    kind_of: dict  # uid -> kind, for every counted student
+
+
+def class_at(histories, saves, moment, minutes, students=None):
+    """The ClassAt at `moment` (seconds) with a window of N = `minutes`.
+
+    histories: {assignment: History}, every assignment; saves: Saves of every student.
+    students: the uids to list and count (the page's filter), None for all; whether the
+    class saved recently enough for anyone to be idle is judged on every student, so a
+    filter never changes who is idle.
+    """
+    window_start = moment - minutes * 60
+    students = None if students is None else set(students)
+    saved = [uid for uid in saves.times if saves.count(uid, NOT_A_TIME, moment)]
+    recent = sum(1 for uid in saved if saves.count(uid, window_start, moment))
+    class_is_saving = 2 * recent >= len(saved)
+    rows, kind_of, by_assignment = [], {}, {a: dict.fromkeys(KINDS, 0) for a in histories}
+    for uid in saved:
+        if students is not None and uid not in students:
+            continue
+        states = student_states(histories, uid, moment, window_start)
+        stuck = [r for state in states for r in state.stuck_rows]
+        finished = bool(states) and all(state.finished for state in states)
+        idle = (
+            not stuck
+            and not finished
+            and class_is_saving
+            and saves.count(uid, NOT_A_TIME, window_start) > 0
+            and saves.count(uid, window_start, moment) == 0
+        )
+        if stuck:
+            rows += stuck
+            kind_of[uid] = "stuck"
+        elif idle:
+            rows.append(idle_row(uid, states, saves.last(uid, moment)))
+            kind_of[uid] = "idle"
+        else:
+            kind_of[uid] = "finished" if finished else "working"
+        for state in states:
+            by_assignment[state.assignment][state.kind(kind_of[uid])] += 1
+    for row in rows:
+        row["minutes"] = (moment - row["since"]) // 60
+    rows.sort(key=lambda r: (r["since"], r["student"], *problem_place(histories, r)))
+    status = dict.fromkeys(KINDS, 0)
+    for kind in kind_of.values():
+        status[kind] += 1
+    return ClassAt(rows, status, by_assignment, kind_of)
+
+
+@dataclass
+class AssignmentState:
+    """One student's state of one assignment they started by M."""
+
+    assignment: str
+    problems: list  # the assignment's grade_ids in notebook order
+    latest: Version  # their state at M
+    codes: bytes  # its outcome codes, one per problem
+    stuck_rows: list  # a row per problem they are stuck on
+
+    @property
+    def finished(self):
+        return self.codes.count(ANSWERED_CODE) == len(self.codes)
+
+    def kind(self, student_kind):
+        """The student's kind on this assignment: stuck only on the one they are stuck
+        on, idle on the ones they left unfinished, else finished or working on it."""
+        if self.stuck_rows:
+            return "stuck"
+        if self.finished:
+            return "finished"
+        return "idle" if student_kind == "idle" else "working"
+
+
+def student_states(histories, uid, moment, window_start):
+    """The AssignmentStates of `uid` at `moment`, one per assignment started by then."""
+    states = []
+    for assignment, history in histories.items():
+        times = history.times.get(uid, [])
+        end = bisect.bisect_right(times, moment)
+        if not end:
+            continue
+        codes = history.codes(uid)
+        start = bisect.bisect_right(times, window_start)
+        stuck = [
+            stuck_row(history, uid, order, first_of_error_run(codes, order, start - 1))
+            for order in stuck_problems(codes, start, end)
+        ]
+        latest = history.versions[uid][end - 1]
+        states.append(AssignmentState(assignment, history.problems, latest, codes[end - 1], stuck))
+    return states
+
+
+def stuck_problems(codes, start, end):
+    """The places of the problems that are errors in version start - 1 (the state at
+    M - N) and in every version up to `end` (the state at M); none when start is 0."""
+    if not start or ERROR_CODE not in codes[end - 1]:
+        return []
+    window = codes[start - 1 : end]
+    return [
+        order
+        for order, code in enumerate(codes[end - 1])
+        if code == ERROR_CODE and all(c[order] == ERROR_CODE for c in window)
+    ]
+
+
+def stuck_row(history, uid, order, first):
+    version = history.versions[uid][first]
+    problem = history.problems[order]
+    return flag_row(
+        uid, history.assignment, problem, "stuck", version.t, version.rowid, version.filename
+    )
+
+
+def first_of_error_run(codes, order, index):
+    """The index of the first version of the unbroken run of errors on problem `order`
+    that contains version `index`."""
+    while index and codes[index - 1][order] == ERROR_CODE:
+        index -= 1
+    return index
+
+
+def idle_row(uid, states, last_save):
+    """The idle row of `uid`: the first unanswered problem of the unfinished assignment
+    they saved last (none when they started no assignment), since their last save of any
+    file, whose version the row links."""
+    unfinished = [state for state in states if not state.finished]
+    assignment, problem = "", ""
+    if unfinished:
+        state = max(unfinished, key=lambda s: (s.latest.t, s.assignment))
+        order = next(i for i, code in enumerate(state.codes) if code != ANSWERED_CODE)
+        assignment, problem = state.assignment, state.problems[order]
+    t, rowid, filename = last_save
+    return flag_row(uid, assignment, problem, "idle", t, rowid, filename)
+
+
+def problem_place(histories, row):
+    """(assignment, the problem's place in it): rows of one student and time go in
+    notebook order."""
+    history = histories.get(row["assignment"])
+    problems = history.problems if history else []
+    return row["assignment"], problems.index(row["problem"]) if row["problem"] in problems else 0
+
+
+def flag_row(uid, assignment, problem, kind, since, rowid, filename):
+    """One row of the stuck and idle list (`minutes` is added by class_at)."""
+    return {
+        "student": uid,
+        "assignment": assignment,
+        "problem": problem,
+        "kind": kind,
+        "since": since,
+        "rowid": rowid,
+        "filename": filename,
+    }
+
+
+def status_text(status):
+    """`2 stuck, 1 idle, 30 working, 5 finished`."""
+    return ", ".join(f"{status[kind]} {kind}" for kind in KINDS)
 
 
 # ---------------------------------------------------------------------------- stuck and idle
