@@ -23,7 +23,6 @@ Exit codes: 0 stopped normally; 2 bad arguments or a config file that cannot be 
 """
 
 import argparse
-import hmac
 import logging
 import os
 import re
@@ -31,24 +30,19 @@ import runpy
 import sqlite3
 import sys
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import dash
-import dash_auth
-import flask
 import numpy as np
 import re2
 from dash import Input, Output, State, dcc, html
-from werkzeug.exceptions import InternalServerError
-from werkzeug.security import check_password_hash
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import make_database  # noqa: E402  (schema facts and users.csv reading)
-from progress_views import problems, version  # noqa: E402
+from progress_views import access, problems, version  # noqa: E402
 from progress_views.model import plotly_text  # noqa: E402
 from progress_views.widgets import labelled, number_box, text_box  # noqa: E402
 
@@ -67,11 +61,14 @@ DEFAULTS = {
     "URL_PREFIX": "/",  # where the page is served, e.g. "/progress/" behind a proxy
     "REFRESH_SECONDS": 60,  # how often the page re-reads the database
     "SYNC_DEST": "sync_dest",
+    # Access (progress_views/access.py): the token every route needs without basic auth
+    # (None: made at start; False: no token, anyone reaching the port uses the page).
+    "ACCESS_TOKEN": None,
+    "ALLOWED_HOSTS": None,  # Host names accepted; None: any (main: its --host and localhost)
+    "TRUSTED_PROXIES": 0,  # proxies in front that set X-Forwarded-For (nginx: 1)
+    "ACCESS_DB": None,  # wrong guesses and the cookie key; None: beside SYNC_SQLITE
 }
 MASK = "*"
-# Wrong passwords: at most this many per client address within the window.
-PASSWORD_FAILURES_ALLOWED = 5
-PASSWORD_WINDOW_SECONDS = 300
 MAX_REGEXP_LENGTH = 1000
 
 # ---------------------------------------------------------------------------- ids
@@ -134,76 +131,6 @@ def load_settings(config_path=None, overrides=None):
                 settings[key] = os.path.join(base, settings[key])
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return settings
-
-
-# ---------------------------------------------------------------------------- secrets
-
-
-def secret_matches(typed, expected):
-    """Constant-time check of a typed secret against a plain or werkzeug-hashed one."""
-    if not expected or not isinstance(typed, str):
-        return False
-    if is_password_hash(expected):
-        return check_password_hash(expected, typed)
-    return hmac.compare_digest(typed.encode(), str(expected).encode())
-
-
-def is_password_hash(value):
-    return isinstance(value, str) and re.match(r"^(pbkdf2:|scrypt:)[^$]*\$[^$]+\$", value)
-
-
-class PasswordGate:
-    """Checks the names password; wrong ones are counted per client and logged."""
-
-    def __init__(self, expected):
-        self.expected = expected
-        self.failures = {}  # client -> [times]
-        self.lock = threading.Lock()
-
-    def recent_failures(self, client, now):
-        return [t for t in self.failures.get(client, []) if now - t < PASSWORD_WINDOW_SECONDS]
-
-    def check(self, typed, client, count_failure):
-        """True when `typed` is the password and `client` is not locked out."""
-        if not typed:
-            return False
-        now = time.monotonic()
-        with self.lock:
-            failures = self.recent_failures(client, now)
-            self.failures[client] = failures
-            if len(failures) >= PASSWORD_FAILURES_ALLOWED:
-                return False
-        if secret_matches(typed, self.expected):
-            return True
-        if count_failure:
-            with self.lock:
-                self.failures[client].append(now)
-            LOG.warning("wrong viewer password from %s", client)
-        return False
-
-
-class SafeBasicAuth(dash_auth.BasicAuth):
-    """dash-auth's basic auth with hashed passwords and a 401 for any malformed header."""
-
-    def is_authorized(self):
-        try:
-            credentials = flask.request.authorization
-        except Exception:  # werkzeug refuses some headers outright
-            return False
-        if credentials is None or credentials.type != "basic":
-            return False
-        return self._auth_func(credentials.username or "", credentials.password or "")
-
-
-def basic_auth_checker(pairs):
-    def check(user, password):
-        expected = pairs.get(user)
-        matched = secret_matches(password, expected if expected else "\0not a password")
-        if not matched:
-            LOG.warning("refused basic auth for user %r", user)
-        return matched and expected is not None
-
-    return check
 
 
 # ---------------------------------------------------------------------------- users.csv
@@ -727,13 +654,6 @@ def make_layout(settings):
     )
 
 
-def client_address():
-    try:
-        return flask.request.remote_addr or "?"
-    except RuntimeError:
-        return "?"
-
-
 class ActivityView:
     """The callbacks' logic, over the settings, the password gate and the catalog cache;
     also the context the teacher views (progress_views) work in."""
@@ -744,12 +664,12 @@ class ActivityView:
     def __init__(self, settings):
         self.settings = settings
         self.attrs = list(settings["USER_ATTRS"])
-        self.gate = PasswordGate(settings["PASSWD"])
+        self.gate = access.PasswordGate(settings)
         self.catalogs = CatalogCache()
         self.users = PeopleCache()
 
-    def authorized(self, passwd, count_failure=False):
-        return self.gate.check(passwd, client_address(), count_failure)
+    def authorized(self, passwd):
+        return self.gate.check(passwd, access.client_address())
 
     def people(self):
         return self.users.get(self.settings["USERS_CSV"])
@@ -813,7 +733,7 @@ class ActivityView:
     ):
         """(figure, 'N rows', message) for the given controls."""
         settings = self.settings
-        authorized = self.authorized(passwd, count_failure)
+        authorized = self.authorized(passwd)
         people = self.people()
         try:
             now = datetime.now()
@@ -950,21 +870,6 @@ def register_callbacks(app, view):
         return view.link(click, passwd)
 
 
-def add_security(server):
-    @server.after_request
-    def security_headers(response):
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Content-Security-Policy"] = "frame-ancestors 'self'"
-        response.headers["X-Frame-Options"] = "SAMEORIGIN"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
-
-    @server.errorhandler(InternalServerError)
-    def internal_error(error):
-        LOG.error("internal error: %r", getattr(error, "original_exception", error))
-        return "Internal Server Error", 500, {"Content-Type": "text/plain"}
-
-
 def create_app(settings):
     """The Dash app for these settings (nothing is read from the database here)."""
     app = dash.Dash(
@@ -976,10 +881,7 @@ def create_app(settings):
     view = ActivityView(settings)
     app.layout = lambda: make_layout(settings)
     register_callbacks(app, view)
-    add_security(app.server)
-    pairs = settings["BASIC_AUTH_USER_PASSWORD_PAIRS"]
-    if pairs:
-        SafeBasicAuth(app, auth_func=basic_auth_checker(dict(pairs)))
+    access.install(app, settings)
     return app
 
 
@@ -1052,11 +954,14 @@ def main(argv=None):
         return 2
     for problem in startup_problems(settings):
         print(f"warning: {problem}", file=sys.stderr)
-    app = create_app(settings)
-    prefix = settings["URL_PREFIX"]
-    print(
-        f"serving {settings['SYNC_SQLITE']} at http://{args.host}:{args.port}{prefix}", flush=True
-    )
+    settings = access.settings_to_serve(settings, args.host)
+    try:
+        app = create_app(settings)
+    except access.AccessDbError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    url = access.ready_url(settings, args.host, args.port)
+    print(f"serving {settings['SYNC_SQLITE']} at {url}", flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug)
     return 0
 

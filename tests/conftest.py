@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -12,6 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REALDATA = os.path.join(os.path.dirname(ROOT), "shared", "realdata")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+# The viewer's access token in tests (ACCESS_TOKEN): what the printed URL would carry.
+ACCESS_TOKEN = "test-access-token"
 
 
 def run_script(script, *args, cwd, env=None, check=True, timeout=120):
@@ -84,3 +87,24 @@ def hoge(tmp_path):
     """The seed README's course: users a..e under hoge/, none of the folders made yet."""
     write_users(tmp_path / "users.csv", [(u, f"hoge/{u}/notebooks") for u in "abcde"])
     return tmp_path
+
+
+# ---------------------------------------------------------------------------- the viewer's access
+
+
+def private_access_db():
+    """A fresh ACCESS_DB, so that one test's wrong guesses never lock another test out."""
+    return os.path.join(tempfile.mkdtemp(prefix="viewer-access-"), "access.sqlite")
+
+
+def token_client(app):
+    """A Flask test client of the Dash `app` that sends ACCESS_TOKEN, as a script would."""
+    client = app.server.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"token {ACCESS_TOKEN}"
+    return client
+
+
+def open_page(dash_duo, app):
+    """Start `app` and open it in the browser as the teacher does: from the token URL."""
+    dash_duo.start_server(app, navigate=False)
+    dash_duo.server_url = f"{dash_duo.server.url}/?token={ACCESS_TOKEN}"

@@ -1,0 +1,434 @@
+"""Who may use the viewer, and how often they may guess a secret.
+
+Access: with BASIC_AUTH_USER_PASSWORD_PAIRS, basic auth guards every route; without it the
+access token does, Jupyter's way. ACCESS_TOKEN unset: `main` makes one at every start and
+prints the ready URL; under a WSGI server one is made once and kept in ACCESS_DB, so that
+every worker takes the same (the README says how to read it). The token is
+accepted as `?token=` (then remembered in the session cookie, and the address bar loses
+it) or as the header `Authorization: token <token>`. ACCESS_TOKEN = False turns it off.
+
+Before any of that, every request is bounded: a body over MAX_REQUEST_BYTES gets 413, a
+Host outside ALLOWED_HOSTS or a POST from a foreign Origin gets 403.
+
+Guesses: every secret a client types (the names password, a token, a basic-auth password)
+goes through one AttemptLog, a small SQLite file (ACCESS_DB, mode 0600) shared by every
+worker of the deployment. A client with FAILURES_PER_CLIENT distinct wrong guesses within
+FAILURE_WINDOW_SECONDS, or everyone once FAILURES_IN_TOTAL were made, is refused even the
+right secret until the window passes; each wrong guess is logged with the client's address
+(never its text). The same file keeps the key that signs the session cookie.
+"""
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import time
+import urllib.parse
+from contextlib import closing
+
+import flask
+from werkzeug.exceptions import InternalServerError
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.security import check_password_hash
+
+LOG = logging.getLogger("progress_viewer")
+
+MAX_REQUEST_BYTES = 1024 * 1024
+FAILURES_PER_CLIENT = 5
+FAILURES_IN_TOTAL = 50
+FAILURE_WINDOW_SECONDS = 300
+ACCESS_DB_NAME = "progress_viewer_access.sqlite"
+COOKIE_NAME = "progress_viewer_session"
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+ANY_ADDRESS = ("", "0.0.0.0", "::")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS failures (
+    client TEXT NOT NULL,
+    guess TEXT NOT NULL,  -- an HMAC of the wrong secret, never its text
+    at REAL NOT NULL,
+    PRIMARY KEY (client, guess)
+);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# ---------------------------------------------------------------------------- secrets
+
+
+def secret_matches(typed, expected):
+    """Constant-time check of a typed secret against a plain or werkzeug-hashed one."""
+    if not expected or not isinstance(typed, str):
+        return False
+    if is_password_hash(expected):
+        return check_password_hash(expected, typed)
+    return hmac.compare_digest(typed.encode(), str(expected).encode())
+
+
+def is_password_hash(value):
+    return isinstance(value, str) and re.match(r"^(pbkdf2:|scrypt:)[^$]*\$[^$]+\$", value)
+
+
+def fingerprint(key, *parts):
+    """An HMAC of `parts` under the deployment's key: kept or compared instead of a secret."""
+    message = "\0".join(parts).encode("utf-8", "replace")
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def new_token():
+    return secrets.token_urlsafe(32)
+
+
+def client_address():
+    """The requesting client's address (X-Forwarded-For only through TRUSTED_PROXIES)."""
+    try:
+        return flask.request.remote_addr or "?"
+    except RuntimeError:  # outside a request
+        return "?"
+
+
+# ---------------------------------------------------------------------------- the attempt log
+
+
+def access_db_path(settings):
+    """ACCESS_DB, else a file beside the database."""
+    if settings.get("ACCESS_DB"):
+        return settings["ACCESS_DB"]
+    folder = os.path.dirname(os.path.abspath(settings["SYNC_SQLITE"]))
+    return os.path.join(folder, ACCESS_DB_NAME)
+
+
+def make_private_file(path):
+    """Create `path` readable by its owner only, or make an existing one so."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(descriptor).st_mode) & 0o077:
+            os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
+class AccessDbError(Exception):
+    """ACCESS_DB cannot be created or used."""
+
+
+class AttemptLog:
+    """Wrong guesses and the deployment's own secrets, in a private SQLite file that every
+    worker (and every process on the same ACCESS_DB) shares."""
+
+    def __init__(self, path):
+        self.path = path
+        self.key_value = None
+
+    def connect(self):
+        try:
+            make_private_file(self.path)
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise AccessDbError(f"cannot use ACCESS_DB {self.path}: {error}") from error
+        return conn
+
+    def secret(self, name, make=new_token):
+        """The deployment's secret `name`: made on first use, then the same for everyone."""
+        with closing(self.connect()) as conn:
+            conn.execute("INSERT OR IGNORE INTO secrets VALUES (?, ?)", (name, make()))
+            return conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0]
+
+    def key(self):
+        """The key that signs session cookies and fingerprints guesses."""
+        if self.key_value is None:
+            self.key_value = self.secret("key")
+        return self.key_value
+
+    def locked_out(self, client):
+        """True when `client`, or everyone, made too many wrong guesses lately."""
+        since = time.time() - FAILURE_WINDOW_SECONDS
+        with closing(self.connect()) as conn:
+            total, mine = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(client = ?), 0) FROM failures WHERE at > ?",
+                (client, since),
+            ).fetchone()
+        return mine >= FAILURES_PER_CLIENT or total >= FAILURES_IN_TOTAL
+
+    def record_failure(self, client, what, guess):
+        """Count a wrong guess once per client and value (one Enter reaches several
+        callbacks), and log it with the client's address."""
+        now = time.time()
+        with closing(self.connect()) as conn:
+            conn.execute("DELETE FROM failures WHERE at <= ?", (now - FAILURE_WINDOW_SECONDS,))
+            added = conn.execute(
+                "INSERT OR IGNORE INTO failures VALUES (?, ?, ?)",
+                (client, fingerprint(self.key(), what, guess), now),
+            ).rowcount
+        if added:
+            LOG.warning("wrong %s from %s", what, client)
+
+    def admit(self, client, what, guess, is_right):
+        """True when the `what` guessed (`guess`) is right (`is_right()`) and `client` is
+        not locked out; a wrong guess is recorded."""
+        if self.locked_out(client):
+            LOG.warning("refused a %s from %s: too many wrong guesses", what, client)
+            return False
+        if is_right():
+            return True
+        self.record_failure(client, what, guess)
+        return False
+
+
+class PasswordGate:
+    """The names password (PASSWD), checked the same way by every callback that takes it.
+
+    PasswordGate(settings) keeps its guesses in the settings' ACCESS_DB;
+    PasswordGate(expected, attempts) checks `expected` against the AttemptLog `attempts`."""
+
+    def __init__(self, settings_or_expected, attempts=None):
+        if isinstance(settings_or_expected, dict):
+            self.expected = settings_or_expected["PASSWD"]
+            attempts = attempts or AttemptLog(access_db_path(settings_or_expected))
+        else:
+            self.expected = settings_or_expected
+        self.attempts = attempts
+
+    def check(self, typed, client):
+        """True when `typed` is the password and `client` may guess; '' or a non-string
+        is no guess at all; a wrong one is counted and logged."""
+        if not typed or not isinstance(typed, str) or not self.expected:
+            return False
+        return self.attempts.admit(
+            client, "names password", typed, lambda: secret_matches(typed, self.expected)
+        )
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def settings_to_serve(settings, listen_host):
+    """The settings `main` serves with when it listens on `listen_host`: ACCESS_TOKEN unset
+    is a new token at every start; ALLOWED_HOSTS unset is that host and the local names
+    (any host when it listens on every address)."""
+    served = dict(settings)
+    if served["ACCESS_TOKEN"] is None:
+        served["ACCESS_TOKEN"] = new_token()
+    if served["ALLOWED_HOSTS"] is None and listen_host not in ANY_ADDRESS:
+        served["ALLOWED_HOSTS"] = [listen_host, *LOCAL_HOSTS]
+    return served
+
+
+def host_name(host):
+    """The name in a Host header or an origin's netloc, lower-case ('' when malformed)."""
+    try:
+        return urllib.parse.urlsplit("//" + host).hostname or ""
+    except ValueError:
+        return ""
+
+
+def same_origin(origin, host):
+    """True when the Origin header `origin` names the server reached as `host`."""
+    try:
+        parts = urllib.parse.urlsplit(origin)
+        target = urllib.parse.urlsplit("//" + host)
+        default = {"http": 80, "https": 443}.get(parts.scheme)
+        ports = (parts.port or default, target.port or default)
+    except ValueError:
+        return False
+    return default is not None and parts.hostname == target.hostname and ports[0] == ports[1]
+
+
+def refusal(request, allowed_hosts):
+    """The status refusing `request` before anyone reads it (413, 403), or None."""
+    if (request.content_length or 0) > MAX_REQUEST_BYTES:
+        return 413
+    if allowed_hosts is not None:
+        if host_name(request.host) not in {h.lower() for h in allowed_hosts}:
+            return 403
+    origin = request.headers.get("Origin")
+    if request.method not in SAFE_METHODS and origin and not same_origin(origin, request.host):
+        return 403
+    return None
+
+
+def plain_response(status, text, headers=()):
+    return flask.Response(text + "\n", status, {"Content-Type": "text/plain", **dict(headers)})
+
+
+REFUSALS = {
+    413: f"Request too large (the limit is {MAX_REQUEST_BYTES} bytes).",
+    403: "Forbidden: unexpected Host or Origin.",
+}
+
+
+def offered_token(request):
+    """The token a request offers: `Authorization: token <t>`, else `?token=`, else None."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "token":
+        return value.strip()
+    return request.args.get("token")
+
+
+def without_token(request):
+    """The URL of `request` without its `token` parameter (a relative redirect)."""
+    query = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
+    path = request.script_root + request.path
+    return path + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def basic_credentials(request):
+    """(user, password) of a Basic Authorization header, or None (absent or malformed)."""
+    try:
+        credentials = request.authorization
+    except Exception:  # werkzeug refuses some headers outright
+        return None
+    if credentials is None or credentials.type != "basic":
+        return None
+    return credentials.username or "", credentials.password or ""
+
+
+def basic_auth_checker(pairs):
+    """check(user, password): True for a pair of BASIC_AUTH_USER_PASSWORD_PAIRS (an unknown
+    user costs a comparison too)."""
+
+    def check(user, password):
+        expected = pairs.get(user)
+        matched = secret_matches(password, expected if expected else "\0not a password")
+        return matched and expected is not None
+
+    return check
+
+
+class TokenGuard:
+    """Every route needs the token: the session's fingerprint of it, the header, or `?token=`."""
+
+    def __init__(self, token, attempts):
+        self.token = token
+        self.attempts = attempts
+        self.expected = fingerprint(attempts.key(), "token", token)
+
+    def __call__(self, request, session):
+        if hmac.compare_digest(str(session.get("token", "")), self.expected):
+            return None
+        offered = offered_token(request)
+        if offered is None:
+            return self.refuse()
+        right = lambda: hmac.compare_digest(offered.encode(), self.token.encode())  # noqa: E731
+        if not self.attempts.admit(client_address(), "access token", offered, right):
+            return self.refuse()
+        if "token" in request.args:
+            session["token"] = self.expected
+            if request.method == "GET":
+                return flask.redirect(without_token(request))
+        return None
+
+    @staticmethod
+    def refuse():
+        text = "Unauthorized: open the page with the URL the viewer printed at start (?token=...)."
+        return plain_response(401, text, {"WWW-Authenticate": 'Token realm="progress viewer"'})
+
+
+class BasicAuthGuard:
+    """Every route needs basic auth; a verified user is remembered in the session (by a
+    fingerprint of their entry), so the password hash is not recomputed per request."""
+
+    def __init__(self, pairs, attempts):
+        self.check = basic_auth_checker(pairs)
+        key = attempts.key()
+        self.entries = {user: fingerprint(key, "basic", user, str(v)) for user, v in pairs.items()}
+        self.attempts = attempts
+
+    def remembered(self, session):
+        user, _, entry = str(session.get("basic", "")).partition("\0")
+        return user in self.entries and hmac.compare_digest(entry, self.entries[user])
+
+    def __call__(self, request, session):
+        if self.remembered(session):
+            return None
+        credentials = basic_credentials(request)
+        if credentials is None:
+            return self.refuse()
+        user, password = credentials
+        what = f"basic-auth password for user {user[:40]!r}"
+        right = lambda: self.check(user, password)  # noqa: E731
+        if not self.attempts.admit(client_address(), what, password, right):
+            return self.refuse()
+        session["basic"] = f"{user}\0{self.entries[user]}"
+        return None
+
+    @staticmethod
+    def refuse():
+        challenge = 'Basic realm="progress viewer", charset="UTF-8"'
+        return plain_response(401, "Unauthorized", {"WWW-Authenticate": challenge})
+
+
+def access_token(settings, attempts):
+    """The token every route needs, or None when basic auth guards them or the token is off."""
+    if settings["BASIC_AUTH_USER_PASSWORD_PAIRS"] or settings["ACCESS_TOKEN"] is False:
+        return None
+    return settings["ACCESS_TOKEN"] or attempts.secret("token")
+
+
+def make_guard(settings, attempts):
+    pairs = dict(settings["BASIC_AUTH_USER_PASSWORD_PAIRS"])
+    if pairs:
+        return BasicAuthGuard(pairs, attempts)
+    token = access_token(settings, attempts)
+    if token:
+        return TokenGuard(token, attempts)
+    LOG.warning("ACCESS_TOKEN = False: anyone who can reach the port can use the page")
+    return lambda request, session: None
+
+
+def install(app, settings):
+    """Guard every route of the Dash `app` (page, callbacks, assets, downloads) as the
+    settings say, bound request bodies and add the security headers."""
+    server = app.server
+    attempts = AttemptLog(access_db_path(settings))
+    server.secret_key = attempts.key()
+    server.config.update(
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        SESSION_COOKIE_NAME=COOKIE_NAME,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_PATH=settings["URL_PREFIX"],
+    )
+    if settings["TRUSTED_PROXIES"]:
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=settings["TRUSTED_PROXIES"])
+    guard = make_guard(settings, attempts)
+    allowed_hosts = settings["ALLOWED_HOSTS"]
+
+    def check_request():
+        status = refusal(flask.request, allowed_hosts)
+        if status:
+            return plain_response(status, REFUSALS[status])
+        return guard(flask.request, flask.session)
+
+    # First of all hooks: Dash's own must not run for a refused request.
+    server.before_request_funcs.setdefault(None, []).insert(0, check_request)
+    add_security(server)
+
+
+def ready_url(settings, host, port):
+    """The URL `main` prints: the page, with the token when one is needed."""
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}{settings['URL_PREFIX']}"
+    token = settings["ACCESS_TOKEN"]
+    if token and not settings["BASIC_AUTH_USER_PASSWORD_PAIRS"]:
+        url += "?" + urllib.parse.urlencode({"token": token})
+    return url
+
+
+def add_security(server):
+    @server.after_request
+    def security_headers(response):
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'self'"
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @server.errorhandler(InternalServerError)
+    def internal_error(error):
+        LOG.error("internal error: %r", getattr(error, "original_exception", error))
+        return "Internal Server Error", 500, {"Content-Type": "text/plain"}
