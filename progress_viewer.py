@@ -19,7 +19,8 @@ the directory holding users.csv and sync.sqlite:
     ./progress_viewer.py                 # http://127.0.0.1:8050/
     gunicorn progress_viewer:application # behind a WSGI server
 
-Exit codes: 0 stopped normally; 2 bad arguments or a config file that cannot be loaded.
+Exit codes: 0 stopped normally; 1 the address cannot be listened on (the port is in
+use); 2 bad arguments or a config file that cannot be loaded.
 """
 
 import argparse
@@ -27,6 +28,7 @@ import logging
 import os
 import re
 import runpy
+import socket
 import sqlite3
 import sys
 import threading
@@ -124,6 +126,8 @@ def load_settings(config_path=None, overrides=None):
     path = find_config(config_path)
     if path:
         values = runpy.run_path(path)
+        for unknown in sorted(k for k in values if k.isupper() and k not in DEFAULTS):
+            LOG.warning("%s: unknown setting %s is ignored", path, unknown)
         settings.update({k: v for k, v in values.items() if k.isupper() and k in DEFAULTS})
         base = os.path.dirname(os.path.abspath(path))
         for key in ("SYNC_SQLITE", "USERS_CSV", "SYNC_DEST"):
@@ -894,6 +898,11 @@ def startup_problems(settings):
         )
     if not os.path.exists(settings["USERS_CSV"]):
         problems.append(f"no users file at {settings['USERS_CSV']}: names cannot be shown")
+    if not os.path.isdir(settings["SYNC_DEST"]):
+        problems.append(
+            f"no destination folder at {settings['SYNC_DEST']}: the version view has no files "
+            "(give --dest or SYNC_DEST)"
+        )
     if not settings["PASSWD"]:
         problems.append("PASSWD is not set: names stay hidden")
     return problems
@@ -909,12 +918,29 @@ def __getattr__(name):
     global _default_app
     if name in ("application", "app"):
         if _default_app is None:
+            configure_logging()
             _default_app = create_app(load_settings(os.environ.get("PROGRESS_VIEWER_CONFIG")))
         return _default_app.server if name == "application" else _default_app
     raise AttributeError(name)
 
 
 # ---------------------------------------------------------------------------- command line
+
+
+def configure_logging():
+    """Timestamped log lines on stderr, from main or under gunicorn (which leaves the
+    root logger alone); nothing changes when the host program configured logging."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+
+def listen_problem(host, port):
+    """Why nothing can listen on host:port (another program holds it, say), or None."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        socket.create_server((host, port), family=family).close()
+    except OSError as error:
+        return (error.strerror or str(error)).lower()
+    return None
 
 
 def build_parser():
@@ -933,6 +959,9 @@ def build_parser():
         "--users-csv", help="The users file given to rsync_notebooks.py (default: USERS_CSV)."
     )
     parser.add_argument(
+        "--dest", help="The folder rsync_notebooks.py copies into (default: SYNC_DEST, sync_dest)."
+    )
+    parser.add_argument(
         "--host", default="127.0.0.1", help="Address to listen on (default: %(default)s)."
     )
     parser.add_argument(
@@ -941,19 +970,27 @@ def build_parser():
     parser.add_argument(
         "--debug", action="store_true", help="Run Dash in debug mode (never on a shared server)."
     )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {make_database.__version__}"
+    )
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
+    overrides = {"SYNC_SQLITE": args.db, "USERS_CSV": args.users_csv, "SYNC_DEST": args.dest}
     try:
-        settings = load_settings(args.config, {"SYNC_SQLITE": args.db, "USERS_CSV": args.users_csv})
+        settings = load_settings(args.config, overrides)
     except Exception as error:  # a config file is Python: any error in it lands here
         print(f"Error: cannot load the config file: {error}", file=sys.stderr)
         return 2
     for problem in startup_problems(settings):
         print(f"warning: {problem}", file=sys.stderr)
+    problem = listen_problem(args.host, args.port)
+    if problem:
+        print(f"Error: cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
+        return 1
     settings = access.settings_to_serve(settings, args.host)
     try:
         app = create_app(settings)

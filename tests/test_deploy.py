@@ -1,0 +1,146 @@
+"""Running the scripts as a service for a term: the viewer's command line and messages,
+the viewer under gunicorn, and the systemd units in deploy/."""
+
+import base64
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import ROOT, run_script
+
+import make_database
+import progress_viewer
+
+DEPLOY = os.path.join(ROOT, "deploy")
+GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_http(url, process, timeout=60):
+    """The HTTP status of `url` once something answers there (None if `process` died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            time.sleep(0.3)
+    return None
+
+
+def write_config(folder, text):
+    path = os.path.join(folder, "progress_viewer_config.py")
+    with open(path, "w") as stream:
+        stream.write(text)
+    return path
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def test_viewer_version_is_the_projects():
+    """Does `progress_viewer.py --version` print the one version string?"""
+    result = run_script("progress_viewer.py", "--version", cwd=ROOT)
+    assert result.stdout.split() == ["progress_viewer.py", make_database.__version__]
+
+
+def test_unknown_config_key_is_named(tmp_path, caplog):
+    """A misspelt setting (PASWD for PASSWD) is not silently ignored: the warning names it."""
+    path = write_config(tmp_path, 'PASWD = "secret"\nUSER_ATTRS = ["team"]\nhelper = 1\n')
+    settings = progress_viewer.load_settings(path)
+    assert settings["USER_ATTRS"] == ["team"]
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    assert "PASWD" in warnings[0] and path in warnings[0]
+
+
+def test_busy_port_says_why_and_exits_1(tmp_path):
+    """On a port another program holds, the viewer says so, exits 1, and never claims to serve."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_script("progress_viewer.py", "--port", port, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "serving" not in result.stdout
+    assert f"Error: cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+
+
+def test_viewer_warns_when_the_destination_is_missing(tmp_path):
+    """Given --db and --users-csv from elsewhere but no --dest, the viewer says the version
+    view has no files to show (the README's example once left SYNC_DEST out)."""
+    course = tmp_path / "srv"
+    (course / "sync_dest").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        flags = ["--db", course / "sync.sqlite", "--users-csv", course / "users.csv"]
+        flags += ["--port", port]
+        without = run_script("progress_viewer.py", *flags, cwd=elsewhere, check=False)
+        given = run_script(
+            "progress_viewer.py", *flags, "--dest", course / "sync_dest", cwd=elsewhere, check=False
+        )
+    assert "warning: no destination folder at sync_dest" in without.stderr
+    assert "destination" not in given.stderr
+
+
+# ---------------------------------------------------------------------------- gunicorn
+
+
+@pytest.fixture
+def gunicorn_viewer(tmp_path):
+    """The viewer under the real gunicorn, configured with basic auth; (url, process, log)."""
+    write_config(tmp_path, 'BASIC_AUTH_USER_PASSWORD_PAIRS = {"staff": "right"}\n')
+    port = free_port()
+    log = open(tmp_path / "gunicorn.log", "w+")
+    process = subprocess.Popen(
+        [GUNICORN, "-w", "1", "-b", f"127.0.0.1:{port}", "progress_viewer:application"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/", process, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_gunicorn_log_lines_carry_timestamps(gunicorn_viewer):
+    """Under gunicorn, the viewer's own log lines (a refused login) start with the time."""
+    url, process, log = gunicorn_viewer
+    assert wait_for_http(url, process) == 401
+    credentials = base64.b64encode(b"staff:Tr0ub4dor").decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {credentials}"})
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(request, timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log.seek(0)
+        refused = [line for line in log if "'staff'" in line]
+        if refused:
+            break
+        time.sleep(0.2)
+    assert refused and re.match(TIMESTAMP, refused[0]), refused
+    log.seek(0)
+    assert "Tr0ub4dor" not in log.read()
