@@ -4,6 +4,7 @@ the limits on guessing a secret, through the viewer's real Flask stack and real 
 import base64
 import logging
 import os
+import re
 import stat
 
 import pytest
@@ -120,3 +121,74 @@ def test_warning_when_the_token_is_off(course, caplog):  # noqa: F811
         app = pv.create_app(settings_for(course, ACCESS_TOKEN=False))
     assert "ACCESS_TOKEN = False" in caplog.text
     assert app.server.test_client().get("/").status_code == 200
+
+
+# ---------------------------------------------------------------------------- the token
+
+
+def test_every_route_needs_the_token_and_says_nothing_else(course):  # noqa: F811
+    """Page, layout, dependencies, callbacks, component suites, assets: 401, a short text."""
+    app = pv.create_app(settings_for(course))
+    client = app.server.test_client()
+    page = token_client(app).get("/").get_data(as_text=True)
+    suite = re.search(r'src="(/_dash-component-suites/[^"]+)"', page).group(1)
+    for method, path in [
+        ("GET", "/"),
+        ("GET", "/_dash-layout"),
+        ("GET", "/_dash-dependencies"),
+        ("POST", "/_dash-update-component"),
+        ("GET", suite),
+        ("GET", "/assets/style.css"),
+        ("GET", "/_favicon.ico"),
+    ]:
+        response = client.open(path, method=method, json={} if method == "POST" else None)
+        assert response.status_code == 401, path
+        assert response.content_type == "text/plain", path
+        assert b"activity" not in response.data and len(response.data) < 200, path
+    assert token_client(app).get(suite).status_code == 200
+    assert token_client(app).get("/_dash-layout").status_code == 200
+
+
+def test_wrong_or_malformed_tokens_are_refused(course):  # noqa: F811
+    app = pv.create_app(settings_for(course))
+    client = app.server.test_client()
+    for header in ["token nope", "token", "Token  ", "Bearer " + ACCESS_TOKEN, "token \xff"]:
+        assert client.get("/", headers={"Authorization": header}).status_code == 401, header
+    assert client.get("/?token=nope").status_code == 401
+    assert client.get("/", headers={"Authorization": f"Token {ACCESS_TOKEN}"}).status_code == 200
+
+
+def test_token_in_the_url_becomes_a_private_cookie_and_leaves_the_address_bar(course):  # noqa: F811
+    settings = settings_for(course, URL_PREFIX="/progress/")
+    client = pv.create_app(settings).server.test_client()
+    response = client.get(f"/progress/?token={ACCESS_TOKEN}&x=1")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/progress/?x=1"
+    cookie = response.headers["Set-Cookie"]
+    assert ACCESS_TOKEN not in cookie
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/progress/"]:
+        assert attribute in cookie
+    assert client.get("/progress/").status_code == 200  # the cookie is enough now
+    assert client.get("/progress/_dash-layout").status_code == 200
+    cookie = client.get_cookie(access.COOKIE_NAME, path="/progress/")
+    restarted = pv.create_app({**settings, "ACCESS_TOKEN": "a new one"}).server.test_client()
+    restarted.set_cookie(access.COOKIE_NAME, cookie.value, path="/progress/")
+    assert restarted.get("/progress/").status_code == 401  # a new token ends the old cookies
+
+
+def test_wrong_tokens_are_limited_like_passwords(course, caplog):  # noqa: F811
+    client = pv.create_app(settings_for(course)).server.test_client()
+    for n in range(access.FAILURES_PER_CLIENT):
+        assert client.get(f"/?token=guess{n}").status_code == 401
+    assert "wrong access token from 127.0.0.1" in caplog.text
+    assert client.get(f"/?token={ACCESS_TOKEN}").status_code == 401  # locked out for now
+
+
+def test_the_ready_url_carries_the_token():
+    settings = {**pv.DEFAULTS, "URL_PREFIX": "/p/"}
+    served = access.settings_to_serve(settings, "127.0.0.1")
+    token = served["ACCESS_TOKEN"]
+    assert len(token) >= 40 and token != access.settings_to_serve(settings, "x")["ACCESS_TOKEN"]
+    assert access.ready_url(served, "127.0.0.1", 8050) == f"http://127.0.0.1:8050/p/?token={token}"
+    with_basic = {**served, "BASIC_AUTH_USER_PASSWORD_PAIRS": {"ta": "pw"}}
+    assert access.ready_url(with_basic, "::1", 80) == "http://[::1]:80/p/"

@@ -354,7 +354,8 @@ def test_missing_database_is_a_message_and_creates_nothing(tmp_path):
 
 
 def pv_request():
-    return pv.create_app(pv.DEFAULTS).server.test_request_context("/")
+    settings = {**pv.DEFAULTS, "ACCESS_DB": private_access_db()}
+    return pv.create_app(settings).server.test_request_context("/")
 
 
 # ---------------------------------------------------------------------------- HTTP
