@@ -1,21 +1,29 @@
 """The version view: every version of one student's assignment, one rendered read-only,
-with a cell-by-cell diff against the version before it.
+with a cell-by-cell diff against the version before it; opened by a click on the first
+screen (a stuck row or a heatmap cell), scrolled to the clicked problem.
 
-Files are read only from the destination folder (SYNC_DEST); a path that resolves outside
-it is refused.
+Without the names password it shows no notebook (cells often hold the student's name):
+only which versions there are. Files are read only from the destination folder
+(SYNC_DEST); a path that resolves outside it is refused.
 """
 
 from dash import Input, Output, State, dcc, html
 
+from progress_views import moment as moments
 from progress_views import notebook
 from progress_views.problems import Ids as ProblemIds
-from progress_views.problems import clock, history_of, student_labels
+from progress_views.widgets import PageIds, index, optional_text, text
+
+clock = moments.clock
+HIDDEN = "Type the password to see notebooks."
 
 
 class Ids:
     student = "version_student"
     select = "version_select"
     view = "version_view"
+    section = "version_section"
+    scrolled = "version_scrolled"  # a dcc.Store the scrolling script writes
 
 
 def make_section():
@@ -30,7 +38,9 @@ def make_section():
                 style={"display": "flex", "gap": "1em"},
             ),
             html.Div(id=Ids.view, style={"marginTop": "0.5em"}),
-        ]
+            dcc.Store(id=Ids.scrolled),
+        ],
+        id=Ids.section,
     )
 
 
@@ -72,44 +82,85 @@ def render_version(dest, history, uid, rowid, url):
     return html.Div(parts)
 
 
-def current_history(context, assignment, student):
+def current_history(data, assignment, student):
     """The assignment's History when the database can be read and it still has student
     number `student` (the list may have changed since the browser got it), else None."""
-    if student is None or not assignment:
+    if not isinstance(assignment, str):
         return None
     try:
-        history = history_of(context, *context.catalog_and_people(), assignment)
-    except context.data_errors:
+        history = data.history(assignment)
+    except (KeyError, *data.errors):
         return None
-    return history if 0 <= student < len(history.students) else None
+    return history if index(student, len(history.students)) is not None else None
 
 
-def register(app, context):
+def student_options(data, history, names, allowed):
+    """The dropdown's options: the students the page's filter keeps (values are row
+    numbers, not uids: the uid never reaches the browser unasked)."""
+    labels = data.student_labels(history.students, names)
+    return [
+        {"label": labels[uid], "value": n}
+        for n, uid in enumerate(history.students)
+        if allowed is None or uid in allowed
+    ]
+
+
+def chosen_student(history, options, selected, current):
+    """The student row to show: the one whose version was clicked, else the current one
+    when the filter still keeps it, else None."""
+    kept = {o["value"] for o in options}
+    rowid = selected.get("rowid") if isinstance(selected, dict) else None
+    for n, uid in enumerate(history.students):
+        if n in kept and any(v.rowid == rowid for v in history.versions[uid]):
+            return n
+    return current if current in kept else None
+
+
+def version_options(history, student, selected, moment):
+    """(options, value): newest first; the clicked version, else the state at M."""
+    versions = history.versions[history.students[student]]
+    options = [
+        {"label": version_label(v, history.problems), "value": v.rowid} for v in reversed(versions)
+    ]
+    rowid = selected.get("rowid") if isinstance(selected, dict) else None
+    if rowid in {v.rowid for v in versions}:
+        return options, rowid
+    at_moment = history.state_at(history.students[student], moment)
+    return options, (at_moment or versions[0]).rowid
+
+
+def shown_version(data, rowid, student, assignment, password):
+    """The version view's content."""
+    history = current_history(data, assignment, student)
+    if history is None or isinstance(rowid, bool) or not isinstance(rowid, int):
+        return ""
+    if not data.names_shown(password):
+        return html.Div(HIDDEN, style={"fontStyle": "italic"})
+    uid = history.students[student]
+    filename = next((v.filename for v in history.versions[uid] if v.rowid == rowid), None)
+    url = data.file_url(filename) if filename else None
+    return render_version(data.settings["SYNC_DEST"], history, uid, rowid, url)
+
+
+def register(app, data):
     @app.callback(
         Output(Ids.student, "options"),
         Output(Ids.student, "value"),
         Input(ProblemIds.assignment, "value"),
         Input(ProblemIds.selected_version, "data"),
-        Input(context.ids.passwd, "value"),
+        Input(PageIds.password, "value"),
+        Input(PageIds.filter_column, "value"),
+        Input(PageIds.filter_value, "value"),
         State(Ids.student, "value"),
     )
-    def update_students(assignment, selected, passwd, current):
-        if not assignment:
+    def update_students(assignment, selected, password, column, value, current):
+        history = current_history(data, assignment, 0)
+        if history is None:
             return [], None
-        try:
-            catalog, people = context.catalog_and_people()
-        except context.data_errors:
-            return [], None
-        history = history_of(context, catalog, people, assignment)
-        authorized = context.authorized(passwd)
-        labels = student_labels(history.students, people, context.attrs, authorized)
-        # values are row numbers, not uids: the uid never reaches the browser unasked
-        order = history.students
-        options = [{"label": labels[uid], "value": n} for n, uid in enumerate(order)]
-        for n, uid in enumerate(order):
-            if selected is not None and any(v.rowid == selected for v in history.versions[uid]):
-                return options, n
-        return options, current if current is not None and current < len(order) else None
+        names = data.names_shown(text(password))
+        allowed = data.allowed_uids(optional_text(column), optional_text(value), names)
+        options = student_options(data, history, names, allowed)
+        return options, chosen_student(history, options, selected, current)
 
     @app.callback(
         Output(Ids.select, "options"),
@@ -117,30 +168,43 @@ def register(app, context):
         Input(Ids.student, "value"),
         State(ProblemIds.assignment, "value"),
         State(ProblemIds.selected_version, "data"),
+        State(PageIds.moment, "data"),
     )
-    def update_versions(student, assignment, selected):
-        history = current_history(context, assignment, student)
+    def update_versions(student, assignment, selected, moment):
+        history = current_history(data, assignment, student)
         if history is None:
             return [], None
-        versions = history.versions[history.students[student]]
-        options = [
-            {"label": version_label(v, history.problems), "value": v.rowid}
-            for v in reversed(versions)
-        ]
-        values = [o["value"] for o in options]
-        return options, selected if selected in values else values[0]
+        at = moments.resolve(moment, moments.now_seconds())
+        return version_options(history, student, selected, at)
 
     @app.callback(
         Output(Ids.view, "children"),
         Input(Ids.select, "value"),
         State(Ids.student, "value"),
         State(ProblemIds.assignment, "value"),
-        State(context.ids.passwd, "value"),
+        State(PageIds.password, "value"),
     )
-    def show_version(rowid, student, assignment, passwd):
-        history = current_history(context, assignment, student)
-        if rowid is None or history is None:
-            return ""
-        uid = history.students[student]
-        url = context.version_url_of(rowid) if context.authorized(passwd) else None
-        return render_version(context.settings["SYNC_DEST"], history, uid, rowid, url)
+    def show_version(rowid, student, assignment, password):
+        return shown_version(data, rowid, student, assignment, text(password))
+
+    # Once the clicked version is shown, bring it into view at the clicked problem (each
+    # click once: a refresh of the view does not scroll the page).
+    app.clientside_callback(
+        """
+        function(children, selected, scrolled) {
+            if (!selected || selected.click === scrolled) {
+                return window.dash_clientside.no_update;
+            }
+            setTimeout(function() {
+                var target = (selected.anchor && document.getElementById(selected.anchor))
+                    || document.getElementById("VIEW_ID");
+                if (target) { target.scrollIntoView({block: "start"}); }
+            }, 50);
+            return selected.click;
+        }
+        """.replace("VIEW_ID", Ids.view),
+        Output(Ids.scrolled, "data"),
+        Input(Ids.view, "children"),
+        State(ProblemIds.selected_version, "data"),
+        State(Ids.scrolled, "data"),
+    )

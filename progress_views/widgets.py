@@ -1,10 +1,26 @@
-"""The page's input boxes, made one way everywhere."""
+"""What every view shares: the page-wide component ids, the input boxes made one way
+everywhere, and the checks every callback applies to what the browser sends (a student
+with a shell on the hub can send anything: a list for a string, a string for a number)."""
+
+import math
 
 from dash import dcc, html
 
-# Text boxes send their value once typing pauses this long (or on Enter): one request, and
-# one password attempt, per word typed rather than per key.
-TYPING_PAUSE = 0.5
+
+class PageIds:
+    """Components every view reads (one definition; the views import these)."""
+
+    password = "activity_graph_passwd"
+    password_message = "password_message"
+    filter_column = "filter_column"
+    filter_value = "filter_value"
+    interval = "activity_graph_interval"
+    pause = "refresh_pause"
+    moment = "moment"  # a dcc.Store: `live` or `YYYY-MM-DDTHH:MM:SS`
+    projector = "projector_mode"
+
+
+ERROR_STYLE = {"color": "#a00", "whiteSpace": "pre-wrap"}
 
 
 def labelled(text, component):
@@ -12,10 +28,12 @@ def labelled(text, component):
 
 
 def text_box(component_id, placeholder="", size=18, kind="text"):
+    """A text box that sends its value on Enter or when it loses focus, not per key: one
+    request (and, for the password, one attempt) per word typed."""
     return dcc.Input(
         id=component_id,
         type=kind,
-        debounce=TYPING_PAUSE,
+        debounce=True,
         placeholder=placeholder,
         size=str(size),
         autoComplete="off",
@@ -23,11 +41,60 @@ def text_box(component_id, placeholder="", size=18, kind="text"):
 
 
 def number_box(component_id, value, width="5em"):
+    """A number box; no `min`: a browser sends nothing for a value under it, and a bad
+    value must reach the server to be named in a message."""
     return dcc.Input(
         id=component_id,
         type="number",
         value=value,
-        min=1,
-        debounce=TYPING_PAUSE,
+        debounce=True,
         style={"width": width},
     )
+
+
+# ---------------------------------------------------------------------------- input checks
+
+
+def text(value):
+    """A text input's value as a string ('' for anything that is not one)."""
+    return value if isinstance(value, str) else ""
+
+
+def optional_text(value):
+    """A dropdown's value: a string, or None for anything else."""
+    return value if isinstance(value, str) else None
+
+
+def texts(value):
+    """A checklist's value: the strings in it ([] for anything that is not a list)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def choice(value, allowed, default):
+    """`value` when it is one of `allowed`, else `default`."""
+    return value if isinstance(value, str) and value in allowed else default
+
+
+def whole_number(value, name, default, minimum=1, maximum=10**6):
+    """A number box's value as an int; `default` when empty; ValueError naming the box
+    when it is not a whole number in [minimum, maximum]."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{name} must be a whole number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {str(value)[:20]!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"{name} must be a whole number, not {str(value)[:20]!r}")
+    if not minimum <= number <= maximum:
+        raise ValueError(f"{name} must be between {minimum} and {maximum}, not {int(number)}")
+    return int(number)
+
+
+def index(value, size):
+    """A row number the browser sends back (an int in [0, size)), else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value < size else None
