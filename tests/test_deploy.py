@@ -4,10 +4,11 @@ the viewer under gunicorn, and the systemd units in deploy/."""
 import base64
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,9 +18,13 @@ from conftest import ROOT, run_script
 
 import make_database
 import progress_viewer
+import rsync_notebooks
 
 DEPLOY = os.path.join(ROOT, "deploy")
-GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+UNITS = ["monitoring-sync.service", "monitoring-viewer.service"]
+# Where the units expect the clone and the course folder (README.md's install step).
+UNIT_CLONE = "/opt/monitoring"
+UNIT_COURSE = "/srv/monitoring"
 TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
 
@@ -41,6 +46,20 @@ def wait_for_http(url, process, timeout=60):
         except OSError:
             time.sleep(0.3)
     return None
+
+
+def installed_unit(name, course):
+    """The text of a unit in deploy/ as installed for this clone and a course folder."""
+    with open(os.path.join(DEPLOY, name)) as stream:
+        return stream.read().replace(UNIT_CLONE, ROOT).replace(UNIT_COURSE, str(course))
+
+
+def exec_start(unit_text):
+    """The command line of a unit's ExecStart= as an argument list."""
+    for line in unit_text.splitlines():
+        if line.startswith("ExecStart="):
+            return shlex.split(line.removeprefix("ExecStart="))
+    raise AssertionError("no ExecStart= line")
 
 
 def write_config(folder, text):
@@ -107,14 +126,16 @@ def test_viewer_warns_when_the_destination_is_missing(tmp_path):
 
 @pytest.fixture
 def gunicorn_viewer(tmp_path):
-    """The viewer under the real gunicorn, configured with basic auth; (url, process, log)."""
+    """The viewer as its systemd unit runs it (gunicorn, on a free port here), configured
+    with basic auth; (url, process, log)."""
     write_config(tmp_path, 'BASIC_AUTH_USER_PASSWORD_PAIRS = {"staff": "right"}\n')
     port = free_port()
+    command = exec_start(installed_unit("monitoring-viewer.service", tmp_path))
+    command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
     log = open(tmp_path / "gunicorn.log", "w+")
     process = subprocess.Popen(
-        [GUNICORN, "-w", "1", "-b", f"127.0.0.1:{port}", "progress_viewer:application"],
+        command,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": ROOT},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -144,3 +165,29 @@ def test_gunicorn_log_lines_carry_timestamps(gunicorn_viewer):
     assert refused and re.match(TIMESTAMP, refused[0]), refused
     log.seek(0)
     assert "Tr0ub4dor" not in log.read()
+
+
+# ---------------------------------------------------------------------------- systemd units
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_units_verify(tmp_path):
+    """Do the units in deploy/, installed for this clone, pass `systemd-analyze verify`?"""
+    for name in UNITS:
+        (tmp_path / name).write_text(installed_unit(name, tmp_path))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(tmp_path / name) for name in UNITS)],
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_sync_unit_runs_the_loop_with_valid_flags(tmp_path):
+    """The loop's unit runs the clone's rsync_notebooks.py with .venv's Python, with flags
+    the script accepts, and lets the loop finish applying a log when stopped."""
+    unit = installed_unit("monitoring-sync.service", tmp_path)
+    command = exec_start(unit)
+    assert command[:2] == [os.path.join(ROOT, ".venv", "bin", "python"), rsync_notebooks.__file__]
+    rsync_notebooks.build_parser().parse_args(command[2:])
+    assert "KillMode=mixed" in unit.splitlines()
