@@ -24,6 +24,7 @@ Exit codes: 0 every cycle completed; 1 a cycle failed or another instance holds 
 """
 
 import argparse
+import errno
 import fcntl
 import glob
 import os
@@ -42,16 +43,31 @@ sys.path.insert(0, HERE)
 import make_database  # noqa: E402  (the one beside this script, whatever the working dir)
 
 MAKE_DATABASE = os.path.join(HERE, "make_database.py")
-RSYNC_OPTIONS = [
+TIME_FORMAT = make_database.TIME_FORMAT
+# Folders of the loop's own inside the destination (no student's copy lands there).
+RSYNC_TEMP_DIR = ".rsync_tmp"  # rsync's temporary files, never left in a student's folder
+LONG_NAME_VERSIONS = ".long_name_versions"  # previous versions of too long names, by T
+# A file name longer than this cannot get its backup name (`.bak_T` added) on a file
+# system whose names hold at most 255 bytes, and rsync would abort for everyone.
+NAME_MAX = 255
+LONGEST_NAME = NAME_MAX - len(".bak_" + time.strftime(TIME_FORMAT, time.gmtime(0)))
+# rsync's wildmatch `?` matches one byte: this pattern matches names of LONGEST_NAME + 1
+# bytes or more.
+LONG_NAME_PATTERN = "?" * (LONGEST_NAME + 1) + "*"
+JUPYTER_TEMP_PATTERN = ".~*"  # Jupyter's atomic-save files: `.~nb.ipynb`
+COPY_OPTIONS = [
     "--itemize-changes",
     "--out-format=%i|%n|",
     "--relative",
     "--recursive",
-    "--update",
     "--perms",
     "--owner",
     "--group",
     "--times",
+    # no --update: a file dated in the future, or an older copy restored with `cp -p`,
+    # is a new version too; mtimes are compared to the nanosecond, so that a same-size
+    # edit within the same second is copied
+    "--modify-window=-1",
     "--links",
     "--safe-links",
     "--super",
@@ -62,14 +78,29 @@ RSYNC_OPTIONS = [
     # tree: the instructor's (unprivileged) viewer can read every copy. The destination
     # folder itself is 0700, so no other account can.
     "--chmod=a+rX",
+    # relative to the destination; a killed transfer leaves its file there, not in a copy
+    f"--temp-dir={RSYNC_TEMP_DIR}",
 ]
+# The one rsync over every student: it also names in its log what it leaves out, as
+# `NAME is over max-size` and `[sender] hiding file NAME because of pattern PATTERN`.
+RSYNC_OPTIONS = [
+    *COPY_OPTIONS,
+    "--info=skip1",
+    "--debug=filter1",
+    f"--filter=+ {LONG_NAME_PATTERN}/",  # a folder's name is never given a suffix
+    f"--filter=- {LONG_NAME_PATTERN}",
+    f"--filter=- {JUPYTER_TEMP_PATTERN}",
+]
+LOG_RESERVE_MIN = 1024 * 1024  # disk set aside for a log, at the least
+OVER_MAX_SIZE = " is over max-size"
+HIDING_FILE = "[sender] hiding file "
+BECAUSE_OF_PATTERN = " because of pattern "
 # rsync exit codes that still mean the cycle did its job.
 RSYNC_OK = {
     0: "success",
     23: "some files were not transferred (unreadable or special files)",
     24: "some source files vanished while being copied (a student saved or deleted them)",
 }
-TIME_FORMAT = make_database.TIME_FORMAT
 
 
 class StopRequested(Exception):
@@ -83,10 +114,57 @@ class AlreadyRunning(Exception):
 # ---------------------------------------------------------------------------- pure helpers
 
 
+def sudo_prefix(sudo):
+    return ["sudo", "--"] if sudo else []
+
+
 def rsync_command(sources, dest, suffix, sudo):
     """The rsync argument list for one cycle (no shell ever sees it)."""
-    prefix = ["sudo", "--"] if sudo else []
-    return [*prefix, "rsync", *RSYNC_OPTIONS, f"--suffix={suffix}", "--", *sources, dest + "/"]
+    return [
+        *sudo_prefix(sudo),
+        "rsync",
+        *RSYNC_OPTIONS,
+        f"--suffix={suffix}",
+        "--",
+        *sources,
+        dest + "/",
+    ]
+
+
+def long_names_command(files, dest, t, sudo):
+    """The rsync argument list that copies files whose names are too long to get a backup
+    suffix: the version each replaces keeps its name, under
+    `<dest>/.long_name_versions/T/`."""
+    versions = f"--backup-dir={LONG_NAME_VERSIONS}/{format_t(t)}"
+    return [
+        *sudo_prefix(sudo),
+        "rsync",
+        *COPY_OPTIONS,
+        versions,
+        "--suffix=",
+        "--",
+        *files,
+        dest + "/",
+    ]
+
+
+def left_out(lines):
+    """([file whose name is too long], [file over --max-size]) as rsync names them in a
+    log: the one rsync leaves them out, and says so, e.g.
+        [sender] hiding file hoge/a/<240 bytes>.ipynb because of pattern ????...*
+        hoge/a/big.ipynb is over max-size
+    Names are decoded from rsync's `\\#ooo` escapes."""
+    long_names, too_big = [], []
+    long_end = BECAUSE_OF_PATTERN + LONG_NAME_PATTERN
+    for line in lines:
+        line = line.rstrip("\n")
+        if line.startswith(HIDING_FILE) and line.endswith(long_end):
+            long_names.append(
+                make_database.decode_rsync_name(line[len(HIDING_FILE) : -len(long_end)])
+            )
+        elif line.endswith(OVER_MAX_SIZE) and not line.startswith("["):
+            too_big.append(make_database.decode_rsync_name(line[: -len(OVER_MAX_SIZE)]))
+    return long_names, too_big
 
 
 def make_database_flags(args, log):
@@ -94,8 +172,7 @@ def make_database_flags(args, log):
 
 
 def make_database_command(args, log, sudo):
-    prefix = ["sudo", "--"] if sudo else []
-    return [*prefix, sys.executable, MAKE_DATABASE, *make_database_flags(args, log)]
+    return [*sudo_prefix(sudo), sys.executable, MAKE_DATABASE, *make_database_flags(args, log)]
 
 
 def next_timestamp(now, previous, log_dir):
@@ -150,21 +227,56 @@ def folder_missing(path):
         return True
 
 
+def within(path, folder):
+    """True when `path` is `folder` or lies inside it (both real, absolute paths)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def monitor_paths(args):
+    """[(name, real path)] of what the loop itself writes: no row may copy them."""
+    paths = [(args.dest, args.dest), (args.log_dir, args.log_dir), (args.db, args.db)]
+    return [(name, os.path.realpath(path)) for name, path in paths]
+
+
+def monitor_overlap(source, monitor):
+    """Why copying folder `source` would copy the monitor into itself, or ''."""
+    if make_database.dest_relative(source).split("/")[0] in (RSYNC_TEMP_DIR, LONG_NAME_VERSIONS):
+        return f"its copy would land in the destination's own folder {source.split('/')[0]}"
+    real = os.path.realpath(source)
+    for name, path in monitor:
+        if within(path, real):
+            return f"folder {source} holds {name}"
+        if within(real, path):
+            return f"folder {source} lies inside {name}"
+    return ""
+
+
 class UsersFile:
     """users.csv as the loop sees it, read again whenever the file changes (a student added
     during term is copied from the next cycle on). A file that became unusable is reported
-    and the last good list stays."""
+    and the last good list stays. A row whose folder holds the destination, the logs or the
+    database, or lies inside them, is refused with a warning naming its line."""
 
-    def __init__(self, path):
-        self.path, self.key = path, make_database.file_key(path)
-        self.users = make_database.read_users_csv(path)  # UsersCsvError: unusable from the start
+    def __init__(self, path, monitor):
+        self.path, self.key, self.monitor = path, make_database.file_key(path), monitor
+        self.users = self.read()  # UsersCsvError: unusable from the start
+
+    def read(self):
+        users = []
+        for user in make_database.read_users_csv(self.path):
+            problem = monitor_overlap(make_database.rsync_source(user.notebooks), self.monitor)
+            if problem:
+                print(f"warning: {self.path}:{user.line}: refused ({problem})", file=sys.stderr)
+            else:
+                users.append(user)
+        return users
 
     def current(self):
         key = make_database.file_key(self.path)
         if key != self.key:
             self.key = key
             try:
-                self.users = make_database.read_users_csv(self.path)
+                self.users = self.read()
                 print(f"{self.path} changed: {len(self.users)} users from now on")
             except make_database.UsersCsvError as error:
                 print(f"warning: {error}; copying the {len(self.users)} users it had before")
@@ -207,14 +319,24 @@ def make_private(path):
 
 
 def prepare_folders(args):
-    for folder in (args.dest, args.log_dir):
+    for folder in (args.dest, args.log_dir, os.path.join(args.dest, RSYNC_TEMP_DIR)):
         os.makedirs(folder, exist_ok=True)
         make_private(folder)
 
 
+def clear_temp_dir(dest):
+    """Remove what a killed rsync left in the destination's folder for temporary files."""
+    folder = os.path.join(dest, RSYNC_TEMP_DIR)
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False):
+            print(f"removed {entry.path}, left by an interrupted rsync")
+            os.unlink(entry.path)
+
+
 def take_lock(dest):
-    """An exclusive lock on `<dest>.lock`, held while this process lives."""
-    path = os.path.normpath(dest) + ".lock"
+    """An exclusive lock on `<dest>.lock` (dest's real path: a symlink to the same
+    destination finds the same lock), held while this process lives."""
+    path = os.path.realpath(dest) + ".lock"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     handle = open(path, "a+")
     try:
@@ -272,28 +394,96 @@ def run_forked(function, argv):
     return os.waitstatus_to_exitcode(status)
 
 
-def start_log(log, suffix):
-    """A new private log whose first line is `suffix=...`; an existing log is never
-    overwritten (mode "x")."""
-    stream = open(log, "x")
-    make_private(log)
-    stream.write(f"suffix={suffix}\n")
-    stream.flush()
+def start_log(log, suffix, reserve=0):
+    """A new private log whose first line is `suffix=...`, with `reserve` bytes of disk set
+    aside for rsync's output (so that a disk filling up during the cycle cannot cut it
+    short); an existing log is never overwritten (mode "x"). OSError when it cannot be
+    written (a full disk): then no log is left behind."""
+    stream = open(log, "xb", buffering=0)
+    try:
+        make_private(log)
+        stream.write(f"suffix={suffix}\n".encode())
+        if reserve:
+            reserve_space(stream, reserve)
+    except OSError:
+        stream.close()
+        os.unlink(log)
+        raise
     return stream
 
 
-def run_rsync(sources, args, suffix, log, sudo):
-    """Run rsync for one cycle, its output into `log`; True when the cycle may go on."""
-    command = rsync_command(sources, args.dest, suffix, sudo)
-    print(f"{shlex.join(command)} > {shlex.quote(log)}", flush=True)
-    with start_log(log, suffix) as stream:
-        code = run(command, stdout=stream)
+def reserve_space(stream, size):
+    """Set `size` bytes of disk aside after the end of `stream`; OSError when the disk is
+    full (a file system that cannot set space aside writes as it goes)."""
+    try:
+        os.posix_fallocate(stream.fileno(), stream.tell(), size)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+
+
+def end_log(stream):
+    """Give back the disk set aside for the log but not used."""
+    os.ftruncate(stream.fileno(), stream.tell())
+
+
+def log_reserve(log_dir, previous_t):
+    """Disk to set aside for a cycle's log: twice the previous cycle's log."""
+    try:
+        previous = os.path.getsize(log_path(log_dir, previous_t)) if previous_t else 0
+    except OSError:
+        previous = 0
+    return max(LOG_RESERVE_MIN, 2 * previous)
+
+
+def written_lines(stream):
+    """The lines written so far into the log `stream`, as make_database reads them."""
+    with open(stream.name, "rb") as reader:
+        data = reader.read(stream.tell())
+    return data.decode("utf-8", "surrogateescape").splitlines()
+
+
+def run_rsync(command, stream, what):
+    """Run one rsync, its output into the log `stream`; True when it did its job."""
+    code = run(command, stdout=stream)
     if code in RSYNC_OK:
         if code:
-            print(f"rsync exit {code}: {RSYNC_OK[code]}; carrying on")
+            print(f"rsync exit {code} copying {what}: {RSYNC_OK[code]}; carrying on")
         return True
-    print(f"error: rsync failed with exit code {code}; see {log}", file=sys.stderr)
+    message = f"error: rsync failed with exit code {code} copying {what}; see {stream.name}"
+    print(message, file=sys.stderr)
     return False
+
+
+def copy(sources, args, t, stream, sudo, one_by_one):
+    """Run this cycle's rsync, or one per folder when `one_by_one` (after a failed cycle:
+    one student's trouble then costs only them); then copy the files whose names are too
+    long for a backup suffix, and warn about what rsync left out. True when every rsync
+    did its job."""
+    suffix = f".bak_{format_t(t)}"
+    if one_by_one:
+        print(f"copying the {len(sources)} folders one by one (the last cycle failed)")
+        groups = [([source], source) for source in sources]
+    else:
+        print(f"{shlex.join(rsync_command(sources, args.dest, suffix, sudo))} > {stream.name}")
+        groups = [(sources, f"{len(sources)} folder(s)")]
+    sys.stdout.flush()
+    done = True
+    for group, what in groups:
+        done = run_rsync(rsync_command(group, args.dest, suffix, sudo), stream, what) and done
+    long_names, too_big = left_out(written_lines(stream))
+    for name in too_big:
+        print(f"warning: {name} is over 10 MB (--max-size): not copied", file=sys.stderr)
+    for name in long_names:
+        print(
+            f"warning: {name}: its name has over {LONGEST_NAME} bytes, too long for a backup"
+            f" suffix: copied, the version it replaces kept in {args.dest}/{LONG_NAME_VERSIONS}/",
+            file=sys.stderr,
+        )
+    if long_names:
+        command = long_names_command(long_names, args.dest, t, sudo)
+        done = run_rsync(command, stream, f"{len(long_names)} long-named file(s)") and done
+    return done
 
 
 def log_lists_files(log):
@@ -427,17 +617,30 @@ def keep_open(db, requests):
             make_database.restrict_to_instructor(db)
 
 
-def one_cycle(args, users, previous_t, sudo):
-    """Run one cycle's rsync; (T, its log, whether rsync did its job)."""
+def one_cycle(args, users, previous_t, sudo, one_by_one):
+    """Run one cycle's rsync; (T, its log or None when none could be written, whether
+    rsync did its job)."""
     t = next_timestamp(time.time(), previous_t, args.log_dir)
     print(f"======== {format_t(t)} ========", flush=True)
     sources = usable_sources(users, print)
     log, suffix = log_path(args.log_dir, t), f".bak_{format_t(t)}"
-    if sources:
-        return t, log, run_rsync(sources, args, suffix, log, sudo)
-    print("no folder to copy")
-    start_log(log, suffix).close()
-    return t, log, True
+    try:
+        stream = start_log(log, suffix, log_reserve(args.log_dir, previous_t) if sources else 0)
+    except OSError as error:
+        print(
+            f"error: cannot write {log} ({error.strerror}): nothing copied this cycle;"
+            " trying again next cycle",
+            file=sys.stderr,
+        )
+        return t, None, False
+    with stream:
+        if not sources:
+            print("no folder to copy")
+            return t, log, True
+        clear_temp_dir(args.dest)
+        copied = copy(sources, args, t, stream, sudo, one_by_one)
+        end_log(stream)
+    return t, log, copied
 
 
 def logs_left_unapplied(args):
@@ -471,7 +674,7 @@ def apply_logs(args, unapplied, log, sudo):
         if not apply(args, earlier, sudo):
             failed = unapplied[i:]
             break
-    if not apply(args, log, sudo):
+    if log is not None and not apply(args, log, sudo):
         failed.append(log)
     return failed
 
@@ -482,16 +685,17 @@ def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
     Logs left unapplied are applied in the first cycle, and a log whose make_database.py
     fails (users.csv saved half-edited, a full disk) is tried again every cycle: what was
     copied and kept is recorded once it can be, in any order, as a replay would."""
-    all_ok, previous_t, cycle = True, None, 0
+    all_ok, previous_t, cycle, copied = True, None, 0, True
     try:
         while args.repeat < 0 or cycle < args.repeat:
             started = time.monotonic()
-            previous_t, log, copied = one_cycle(args, users_file.current(), previous_t, sudo)
+            users = users_file.current()
+            previous_t, log, copied = one_cycle(args, users, previous_t, sudo, not copied)
             # even after a failed or interrupted rsync the log is applied: what was copied
             # and what was kept as a backup is recorded
             unapplied = apply_logs(args, unapplied, log, sudo)
             keeper.hold()
-            all_ok = all_ok and copied and log not in unapplied
+            all_ok = all_ok and copied and log is not None and log not in unapplied
             cycle += 1
             took = time.monotonic() - started
             if args.repeat >= 0 and cycle >= args.repeat:
@@ -604,7 +808,7 @@ def main(argv=None):
         print(f"Error: {problem}", file=sys.stderr)
         return 2
     try:
-        users_file = UsersFile(args.users_csv)
+        users_file = UsersFile(args.users_csv, monitor_paths(args))
     except make_database.UsersCsvError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,331 @@
+"""What a student (or the machine) can do to the loop, rsync_notebooks.py: real rsync on real
+folders, a real SQLite file. Each test is a finding of issue 9."""
+
+import errno
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import rows, run_script, sync, write_json, write_text, write_users
+from demo_course import execute_result, grade_cell, notebook
+from test_sync import dest_files, local, read_until, start_loop
+
+LONG_NAME = "課題" * 39 + ".ipynb"  # 240 bytes: with `.bak_T` over the 255-byte limit
+
+
+def answered(answer):
+    return notebook([grade_cell(answer, "q", [execute_result(answer)])])
+
+
+def versions(db, folder):
+    """[(filename, t)] recorded under `folder`, by time."""
+    query = "SELECT filename, t FROM summary WHERE filename LIKE ? ORDER BY t, filename"
+    return rows(db, query, (folder + "/%",))
+
+
+def backup_of(path, log):
+    """The recorded name of the version of `path` that the cycle of `log` replaced."""
+    t = log[len("sync_") : -len(".log")]
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.bak_{t}{ext}"
+
+
+def logs(root):
+    return sorted(os.listdir(root / "sync_logs"))
+
+
+# ---------------------------------------------------------------------------- 1. long names
+
+
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_a_long_file_name_stops_nobody(hoge, locale):
+    """A 240-byte notebook name (its backup name would be over 255 bytes): b's new version
+    is still copied and recorded in the same cycle, the long-named file's new version too
+    (the one it replaced kept under .long_name_versions/T/), with a warning naming it."""
+    env = {"LC_ALL": locale, "LANG": locale}
+    long_path, b_path = f"hoge/a/notebooks/{LONG_NAME}", "hoge/b/notebooks/nb.ipynb"
+    write_json(hoge / long_path, answered("1"), 1_600_000_000)
+    write_json(hoge / b_path, answered("1"), 1_600_000_000)
+    sync(hoge, env=env)
+    write_json(hoge / long_path, answered("2"), 1_600_000_100)
+    write_json(hoge / b_path, answered("2"), 1_600_000_100)
+    result = sync(hoge, env=env)
+    second = logs(hoge)[-1]
+    assert f"warning: {long_path}" in result.stderr
+    assert (hoge / "sync_dest" / b_path).read_text() == (hoge / b_path).read_text()
+    assert versions(hoge / "sync.sqlite", "hoge/b") == [
+        (backup_of(b_path, second), local(1_600_000_000)),
+        (b_path, local(1_600_000_100)),
+    ]
+    assert (hoge / "sync_dest" / long_path).read_text() == (hoge / long_path).read_text()
+    kept = hoge / "sync_dest/.long_name_versions" / second[5:-4] / long_path
+    assert '"1"' in kept.read_text()
+    assert rows(hoge / "sync.sqlite", "SELECT t FROM summary WHERE filename = ?", (long_path,)) == [
+        (local(1_600_000_100),)
+    ]
+
+
+def test_a_failed_rsync_does_not_stop_the_others_in_later_cycles(hoge):
+    """An rsync that fails whenever it copies a's folder (here: a wrapper around the real
+    rsync): the next cycle copies folder by folder, so b's work is copied and recorded."""
+    write_text(hoge / "hoge/a/notebooks/x.txt", "a", 1_600_000_000)
+    write_text(hoge / "hoge/b/notebooks/x.txt", "b", 1_600_000_000)
+    (hoge / "bin").mkdir()
+    wrapper = hoge / "bin/rsync"
+    real = shutil.which("rsync")
+    wrapper.write_text(
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = hoge/a/notebooks ] && exit 12; done\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    env = {"PATH": f"{hoge / 'bin'}:{os.environ['PATH']}"}
+    result = sync(hoge, "--repeat", 2, env=env, check=False)
+    assert rows(hoge / "sync.sqlite", "SELECT filename, owner FROM summary") == [
+        ("hoge/b/notebooks/x.txt", "b")
+    ]
+    assert result.returncode == 1
+    assert "rsync failed with exit code 12 copying hoge/a/notebooks" in result.stderr
+
+
+# ---------------------------------------------------------------------------- 3. every change
+
+
+def test_a_file_dated_in_the_future_is_copied_at_every_save(hoge):
+    """Saved once with a 2031 date, then again today: the new content is a version."""
+    path = "hoge/a/notebooks/nb.ipynb"
+    write_json(hoge / path, answered("1"), time.mktime((2031, 1, 1, 0, 0, 0, 0, 0, -1)))
+    sync(hoge)
+    write_json(hoge / path, answered("2"), 1_700_000_000)
+    sync(hoge)
+    assert (hoge / "sync_dest" / path).read_text() == (hoge / path).read_text()
+    assert len(versions(hoge / "sync.sqlite", "hoge/a")) == 2
+
+
+def test_an_older_copy_restored_with_cp_p_is_a_new_version(hoge):
+    path = hoge / "hoge/a/notebooks/nb.ipynb"
+    write_json(path, answered("1"), 1_600_000_000)
+    old = hoge / "old.ipynb"
+    subprocess.run(["cp", "-p", str(path), str(old)], check=True)
+    sync(hoge)
+    write_json(path, answered("2"), 1_600_000_100)
+    sync(hoge)
+    subprocess.run(["cp", "-p", str(old), str(path)], check=True)
+    sync(hoge)
+    assert (hoge / "sync_dest/hoge/a/notebooks/nb.ipynb").read_text() == old.read_text()
+    recorded = versions(hoge / "sync.sqlite", "hoge/a")
+    assert [t for _, t in recorded] == [
+        local(1_600_000_000),
+        local(1_600_000_000),
+        local(1_600_000_100),
+    ]
+
+
+def test_a_same_size_edit_within_the_same_second_is_copied(hoge):
+    path = hoge / "hoge/a/notebooks/x.txt"
+    write_text(path, "aaaa")
+    os.utime(path, ns=(1_600_000_000_100_000_000,) * 2)
+    sync(hoge)
+    write_text(path, "bbbb")
+    os.utime(path, ns=(1_600_000_000_700_000_000,) * 2)
+    sync(hoge)
+    assert (hoge / "sync_dest/hoge/a/notebooks/x.txt").read_text() == "bbbb"
+    assert len(versions(hoge / "sync.sqlite", "hoge/a")) == 2
+
+
+# ---------------------------------------------------------------------------- 5. disk full
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 8 MB tmpfs at tmp_path/disk, unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk):
+    """Fill `disk` up with one file; its path."""
+    filler = disk / "filler"
+    with open(filler, "wb") as stream:
+        try:
+            while True:
+                stream.write(b"\0" * 65536)
+                stream.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_is_reported_and_the_loop_recovers_when_space_returns(tmp_path, small_disk):
+    """Logs, copies and database on a disk that fills up: the cycle that cannot write its
+    log says so and the loop goes on; once space returns every version is recorded, and no
+    empty log is left behind."""
+    write_users(tmp_path / "users.csv", [("a", "hoge/a")])
+    path = tmp_path / "hoge/a/nb.ipynb"
+    write_json(path, answered("1"), 1_600_000_000)
+    where = ["--dest", small_disk / "dest", "--log-dir", small_disk / "logs"]
+    loop = start_loop(
+        tmp_path, *where, "--db", small_disk / "db.sqlite", "--repeat", 3, "--min-sleep", 1
+    )
+    try:
+        read_until(loop, "took")
+        write_json(path, answered("2"), 1_600_000_100)
+        filler = fill(small_disk)
+        read_until(loop, "took")
+        filler.unlink()
+        read_until(loop, "took")
+    finally:
+        out, err = loop.communicate(timeout=60)
+    assert "No space left on device" in err and "trying again next cycle" in err
+    assert loop.returncode == 1  # a cycle failed
+    recorded = versions(small_disk / "db.sqlite", "hoge/a")
+    assert [t for _, t in recorded] == [local(1_600_000_000), local(1_600_000_100)]
+    assert all(os.path.getsize(log) > 0 for log in (small_disk / "logs").iterdir())
+    assert "took" in sync(tmp_path, *where, "--db", small_disk / "db.sqlite").stdout
+
+
+def test_an_empty_or_cut_log_left_behind_never_blocks_a_start(hoge):
+    """A 0-byte log and one cut in the middle of a line (a full disk, a crash) in the log
+    folder: the loop starts, copies and records as usual; --replay-log too."""
+    write_text(hoge / "hoge/a/notebooks/x.txt", "1", 1_600_000_000)
+    sync(hoge)
+    (hoge / "sync_logs/sync_2000-01-01T00:00:00.log").write_bytes(b"")
+    (hoge / "sync_logs/sync_2000-01-01T00:00:01.log").write_bytes(
+        b"suffix=.bak_2000-01-01T00:00:01\n>f+++"
+    )
+    write_text(hoge / "hoge/a/notebooks/x.txt", "2", 1_600_000_100)
+    result = sync(hoge)
+    assert result.returncode == 0
+    assert len(versions(hoge / "sync.sqlite", "hoge/a")) == 2
+    replay = run_script(
+        "rsync_notebooks.py", "--no-sudo", "--replay-log", "--db", "re.sqlite", cwd=hoge
+    )
+    assert replay.returncode == 0
+    assert rows(hoge / "re.sqlite") == rows(hoge / "sync.sqlite")
+
+
+# ---------------------------------------------------------------------------- 6. big notebooks
+
+
+def test_a_notebook_over_max_size_is_named_in_a_warning_each_cycle(hoge):
+    big = hoge / "hoge/a/notebooks/big.ipynb"
+    big.parent.mkdir(parents=True)
+    with open(big, "wb") as stream:
+        stream.truncate(11 * 1024 * 1024)
+    for _ in range(2):
+        result = sync(hoge)
+        assert "warning: hoge/a/notebooks/big.ipynb is over 10 MB" in result.stderr
+        log = (hoge / "sync_logs" / logs(hoge)[-1]).read_text()
+        assert "hoge/a/notebooks/big.ipynb is over max-size\n" in log
+    assert not (hoge / "sync_dest/hoge/a/notebooks/big.ipynb").exists()
+
+
+# ---------------------------------------------------------------------------- 7. monitor rows
+
+
+def test_a_row_holding_the_monitor_or_inside_it_is_refused(tmp_path):
+    """`x,.` holds the destination, logs and database; other rows lie inside them: each is
+    refused with a warning naming its line, and the monitor is never copied into itself."""
+    (tmp_path / "users.csv").write_text(
+        "uid,notebooks\nx,.\ny,sync_dest/hoge\nz,./sync_logs\nw,data\ngood,hoge/g\n"
+    )
+    write_text(tmp_path / "hoge/g/nb.txt", "g")
+    (tmp_path / "data").mkdir()
+    for _ in range(2):
+        result = sync(tmp_path, "--db", "data/sync.sqlite")
+        for line in (2, 3, 4, 5):
+            assert f"users.csv:{line}: refused" in result.stderr, line
+    assert dest_files(tmp_path) == ["hoge/g/nb.txt"]
+    assert rows(tmp_path / "data/sync.sqlite", "SELECT filename, owner FROM summary") == [
+        ("hoge/g/nb.txt", "good")
+    ]
+
+
+# ---------------------------------------------------------------------------- 8. temporary files
+
+
+def test_jupyter_atomic_save_files_are_neither_copied_nor_recorded(hoge):
+    write_json(hoge / "hoge/a/notebooks/nb.ipynb", answered("1"))
+    write_json(hoge / "hoge/a/notebooks/.~nb.ipynb", answered("0"))
+    sync(hoge)
+    assert dest_files(hoge) == ["hoge/a/notebooks/nb.ipynb"]
+    assert [name for name, *_ in rows(hoge / "sync.sqlite")] == ["hoge/a/notebooks/nb.ipynb"]
+
+
+def descendants(pid):
+    """The pids of every process below `pid`."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stream:
+                parent = int(stream.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+TEMP_NAME = re.compile(r"\.?big\.ipynb\.\w{6}")  # rsync's: `.big.ipynb.XXXXXX` in the folder
+
+
+def test_a_killed_transfer_leaves_no_temporary_file_among_the_copies(hoge):
+    """rsync killed (SIGKILL, as the OOM killer or a reboot would) while it writes a
+    notebook: its temporary file is not in the student's copied folder, and the next cycle
+    removes it; it is never recorded."""
+    big = hoge / "hoge/a/notebooks/big.ipynb"
+    big.parent.mkdir(parents=True)
+    big.write_bytes(b"{" + b" " * (4 * 1024 * 1024) + b"}")
+    (hoge / "bin").mkdir()
+    wrapper = hoge / "bin/rsync"
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("rsync")} --bwlimit=500 "$@"\n')
+    wrapper.chmod(0o755)
+    loop = start_loop(hoge, "--repeat", 1, env={"PATH": f"{hoge / 'bin'}:{os.environ['PATH']}"})
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(
+            p.is_file() and TEMP_NAME.fullmatch(p.name) for p in (hoge / "sync_dest").rglob("*")
+        ):
+            time.sleep(0.05)
+        for pid in descendants(loop.pid):
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        loop.communicate(timeout=60)
+    left = [p for p in (hoge / "sync_dest").rglob("*") if TEMP_NAME.fullmatch(p.name)]
+    assert left and all(p.parent.name == ".rsync_tmp" for p in left)
+    result = sync(hoge)
+    assert "left by an interrupted rsync" in result.stdout
+    assert dest_files(hoge) == ["hoge/a/notebooks/big.ipynb"]
+    assert [name for name, *_ in rows(hoge / "sync.sqlite")] == ["hoge/a/notebooks/big.ipynb"]
+
+
+# ---------------------------------------------------------------------------- 10. the lock
+
+
+def test_a_symlink_to_the_destination_does_not_start_a_second_loop(hoge):
+    write_text(hoge / "hoge/a/notebooks/x.txt", "x")
+    (hoge / "real_dest").mkdir()
+    os.symlink("real_dest", hoge / "link_dest")
+    first = start_loop(hoge, "--dest", "real_dest", "--min-sleep", 60)
+    try:
+        read_until(first, "took")
+        second = sync(hoge, "--dest", "link_dest", check=False)
+        assert second.returncode == 1
+        assert "another rsync_notebooks.py" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
