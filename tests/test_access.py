@@ -6,10 +6,15 @@ import logging
 import os
 import re
 import stat
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
-from conftest import ACCESS_TOKEN, private_access_db, token_client
-from test_viewer import course, settings_for  # noqa: F401  (the session's synced course)
+import requests
+from conftest import ACCESS_TOKEN, ROOT, private_access_db, token_client
+from test_viewer import course, free_port, settings_for  # noqa: F401  (the session's synced course)
 from werkzeug.security import generate_password_hash
 
 import progress_viewer as pv
@@ -123,6 +128,60 @@ def test_warning_when_the_token_is_off(course, caplog):  # noqa: F811
     assert app.server.test_client().get("/").status_code == 200
 
 
+def test_wrong_basic_auth_passwords_are_limited_and_logged(course, caplog):  # noqa: F811
+    pairs = {"ta": generate_password_hash("pw")}
+    client = pv.create_app(settings_for(course, BASIC_AUTH_USER_PASSWORD_PAIRS=pairs))
+    client = client.server.test_client()
+
+    def get(password, address="10.0.0.1"):
+        headers = {"Authorization": basic("ta", password)}
+        return client.get("/", headers=headers, environ_base={"REMOTE_ADDR": address})
+
+    for n in range(access.FAILURES_PER_CLIENT):
+        assert get(f"guess{n}").status_code == 401
+    assert "wrong basic-auth password for user 'ta' from 10.0.0.1" in caplog.text
+    assert "guess" not in caplog.text
+    assert get("pw").status_code == 401  # locked out for now
+    assert get("pw", "10.0.0.2").status_code == 200
+
+
+def test_a_verified_basic_auth_user_is_remembered_by_the_session(course):  # noqa: F811
+    """After one check of the (hashed) password, the session cookie alone lets the browser
+    in: assets do not cost a password hash each."""
+    pairs = {"ta": generate_password_hash("pw")}
+    settings = settings_for(course, BASIC_AUTH_USER_PASSWORD_PAIRS=pairs)
+    client = pv.create_app(settings).server.test_client()
+    assert client.get("/", headers={"Authorization": basic("ta", "pw")}).status_code == 200
+    assert client.get("/_dash-layout").status_code == 200  # no Authorization header
+    changed = {**settings, "BASIC_AUTH_USER_PASSWORD_PAIRS": {"ta": "new"}}
+    after_change = pv.create_app(changed).server.test_client()
+    after_change.set_cookie(access.COOKIE_NAME, client.get_cookie(access.COOKIE_NAME).value)
+    assert after_change.get("/_dash-layout").status_code == 401  # a new password: log in again
+
+
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
+    course,  # noqa: F811
+    caplog,
+):
+    """Behind nginx every request comes from 127.0.0.1: with TRUSTED_PROXIES = 1 the limit
+    and the log use the address nginx forwards; without it, the header is ignored (a
+    client could send any)."""
+
+    def wrong_then_right(trusted_proxies):
+        settings = settings_for(course, TRUSTED_PROXIES=trusted_proxies)
+        client = pv.create_app(settings).server.test_client()
+        for n in range(access.FAILURES_PER_CLIENT):
+            client.get(f"/?token=guess{n}", headers={"X-Forwarded-For": f"10.0.0.{n}"})
+        right = {"X-Forwarded-For": "10.0.1.1", "Authorization": f"token {ACCESS_TOKEN}"}
+        return client.get("/", headers=right).status_code
+
+    assert wrong_then_right(0) == 401  # five guesses from one address: 127.0.0.1
+    assert "wrong access token from 127.0.0.1" in caplog.text
+    assert "10.0.0" not in caplog.text
+    assert wrong_then_right(1) == 200  # one guess from each of five addresses
+    assert "wrong access token from 10.0.0.4" in caplog.text
+
+
 # ---------------------------------------------------------------------------- the token
 
 
@@ -192,3 +251,131 @@ def test_the_ready_url_carries_the_token():
     assert access.ready_url(served, "127.0.0.1", 8050) == f"http://127.0.0.1:8050/p/?token={token}"
     with_basic = {**served, "BASIC_AUTH_USER_PASSWORD_PAIRS": {"ta": "pw"}}
     assert access.ready_url(with_basic, "::1", 80) == "http://[::1]:80/p/"
+
+
+# ---------------------------------------------------------------------------- Host, Origin, size
+
+
+def test_a_post_from_a_foreign_origin_is_refused(course):  # noqa: F811
+    client = token_client(pv.create_app(settings_for(course)))
+
+    def post(origin):  # to a route that takes no POST: 405 once past the checks
+        headers = {"Origin": origin} if origin else {}
+        return client.post("/_dash-layout", headers=headers).status_code
+
+    for foreign in [
+        "http://evil.example",
+        "http://localhost:9999",
+        "http://localhost.evil",
+        "null",
+    ]:
+        assert post(foreign) == 403, foreign
+    for same in [None, "http://localhost", "http://localhost:80"]:
+        assert post(same) == 405, same
+
+
+def test_an_unexpected_host_is_refused(course):  # noqa: F811
+    settings = access.settings_to_serve(settings_for(course), "127.0.0.1")
+    client = token_client(pv.create_app(settings))
+    for host in ["127.0.0.1:8050", "localhost", "[::1]:8050"]:
+        assert client.get("/", headers={"Host": host}).status_code == 200, host
+    for host in ["evil.example", "evil.example:8050", "127.0.0.2", "[bad"]:
+        assert client.get("/", headers={"Host": host}).status_code == 403, host
+    everywhere = access.settings_to_serve(settings_for(course), "0.0.0.0")
+    assert everywhere["ALLOWED_HOSTS"] is None  # any Host when listening on every address
+
+
+def test_a_large_body_is_refused_before_it_is_read(course):  # noqa: F811
+    client = token_client(pv.create_app(settings_for(course)))
+    big = b"[" + b" " * access.MAX_REQUEST_BYTES + b"]"
+    declared = client.post("/_dash-update-component", data=big, content_type="application/json")
+    assert declared.status_code == 413
+
+
+# ---------------------------------------------------------------------------- a real server
+
+
+def start_viewer(cwd, *args):
+    """`progress_viewer.py` serving on a free port; (the process, the ready URL it printed)."""
+    port = free_port()
+    command = [sys.executable, os.path.join(ROOT, "progress_viewer.py"), "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = server.stdout.readline()
+    assert line.startswith("serving "), line
+    url = line.split(" at ", 1)[1].strip()
+    wait_until_listening(url)
+    return server, url
+
+
+def wait_until_listening(url):
+    for _ in range(100):
+        try:
+            requests.get(url.split("?")[0], timeout=5)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError(f"nothing listens at {url}")
+
+
+def stop(server):
+    server.terminate()
+    server.wait(timeout=20)
+
+
+class Streamed:
+    """A request body of `count` MB, made as it is sent (never held whole), without a
+    length (chunked)."""
+
+    def __init__(self, count):
+        self.count = count
+
+    def __iter__(self):
+        chunk = b" " * 2**20
+        for _ in range(self.count):
+            yield chunk
+
+
+class Sized(Streamed):
+    """The same, sent with its Content-Length."""
+
+    def __len__(self):
+        return self.count * 2**20
+
+
+def post_body(url, body, headers=None):
+    """The status of a POST of `body`, or None when the server closed the connection
+    before reading it all (what a server that refuses a body early may do)."""
+    try:
+        return requests.post(url, data=body, headers=headers or {}, timeout=120).status_code
+    except requests.ConnectionError:
+        return None
+
+
+def test_large_bodies_do_not_grow_the_server(course, tmp_path):  # noqa: F811
+    """Three unauthenticated 300 MB bodies (two streamed without a length) are refused
+    unread; an authenticated one is read up to the limit only."""
+    server, url = start_viewer(
+        tmp_path, "--db", course / "sync.sqlite", "--users-csv", course / "users.csv"
+    )
+    try:
+        page = url.split("?")[0]
+        callback = page + "_dash-update-component"
+        process = psutil.Process(server.pid)
+        before = process.memory_info().rss
+        json_type = {"Content-Type": "application/json"}
+        assert post_body(callback, Streamed(300), json_type) in (401, None)
+        assert post_body(callback, Sized(300), json_type) in (413, None)
+        assert post_body(page, Streamed(300)) in (401, None)
+        token = {**json_type, "Authorization": "token " + url.split("?token=")[1]}
+        assert post_body(callback, Streamed(300), token) in (400, 413, None)  # read up to 1 MB
+        grown = process.memory_info().rss - before
+        assert grown < 100 * 2**20, f"the server grew by {grown // 2**20} MB"
+        assert requests.get(url, timeout=30).status_code == 200  # still serving
+    finally:
+        stop(server)
