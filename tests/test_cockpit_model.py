@@ -1,6 +1,16 @@
 """The first screen's rules (progress_views.model.class_at), across every assignment: who is
 stuck, idle, working or finished at M, and since when."""
 
+import random
+import sqlite3
+import time
+
+import demo
+import demo_course
+import pytest
+from conftest import sync
+
+import make_database
 from progress_views import model
 
 MINUTE = 60
@@ -161,3 +171,197 @@ def test_pseudonyms_follow_users_csv_order():
         "u002": "student 2",
         "u007": "student 3",
     }
+
+
+# ---------------------------------------------------------------------------- from the real scripts
+
+
+def load_class(root):
+    """(histories of every assignment, saves) as recorded by the real sync in `root`."""
+    users = make_database.read_users_csv(str(root / "users.csv"), warn=lambda message: None)
+    prefixes = {user.uid: make_database.dest_relative(user.notebooks) for user in users}
+    conn = sqlite3.connect(root / "sync.sqlite")
+    try:
+        rows = {}
+        for rowid, filename, t, owner in conn.execute(
+            "SELECT rowid, filename, t, owner FROM summary WHERE filename LIKE '%.ipynb'"
+        ):
+            source = make_database.source_of(filename)
+            assignment = model.assignment_of(source, owner, prefixes)
+            if assignment is not None:
+                rows.setdefault(assignment, []).append((owner, model.to_seconds(t), rowid))
+        histories = {a: model.load_history(conn, a, r) for a, r in sorted(rows.items())}
+        return histories, model.load_saves(conn, make_database.UNKNOWN_OWNER)
+    finally:
+        conn.close()
+
+
+def seconds_at(start, minute):
+    """The recorded time (local seconds) of a file whose mtime is `minute` into the lab."""
+    return model.to_seconds(make_database.local_time(start + minute * MINUTE))
+
+
+# ---------------------------------------------------------------------------- the demo course
+# Issue 10, found 1 and 2, on the course `tools/demo.py` builds (40 students, three
+# notebooks worked on side by side, a real sync every 10 minutes, u012 and u020 planted idle).
+
+
+@pytest.fixture(scope="module")
+def demo_class(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    demo.build_demo(str(root), 40, 3, 90, 10)
+    histories, saves = load_class(root)
+    first = min(times[0] for times in saves.times.values())
+    moments = range(first + 10 * MINUTE, first + 100 * MINUTE, 5 * MINUTE)
+    return histories, saves, moments
+
+
+def listed(histories, saves, moment):
+    return model.class_at(histories, saves, moment, N).rows
+
+
+@pytest.mark.parametrize("uid", ["u012", "u020"])
+def test_demo_a_student_who_stops_saving_is_idle_once_since_their_last_save_of_any_file(
+    demo_class, uid
+):
+    """u020 stopped saving and was never listed idle after it (idle was judged per
+    notebook, and since was the last save of that notebook)."""
+    histories, saves, _ = demo_class
+    last = saves.times[uid][-1]
+    for moment in (last + 15 * MINUTE, last + 25 * MINUTE):
+        rows = [r for r in listed(histories, saves, moment) if r["student"] == uid]
+        assert [(r["kind"], r["since"]) for r in rows] == [("idle", last)]
+
+
+def test_demo_nobody_who_saved_any_file_in_the_window_is_idle(demo_class):
+    """u004 was idle on pl01 while it saved pl03; u012 was idle before it stopped."""
+    histories, saves, moments = demo_class
+    for moment in moments:
+        for r in listed(histories, saves, moment):
+            if r["kind"] == "idle":
+                assert saves.count(r["student"], moment - N * MINUTE, moment) == 0
+                assert r["since"] == saves.last(r["student"], moment)[0]
+
+
+def test_demo_nobody_is_listed_both_stuck_and_idle(demo_class):
+    """At minute 55 u004, u010 and u017 were both stuck and idle on the same problem."""
+    histories, saves, moments = demo_class
+    for moment in moments:
+        kinds = {}
+        for r in listed(histories, saves, moment):
+            kinds.setdefault(r["student"], set()).add(r["kind"])
+        assert not [uid for uid, found in kinds.items() if len(found) > 1]
+
+
+# ---------------------------------------------------------------------------- a two-assignment lab
+# 30 students do pl01, then pl02 (10 problems each), for 90 minutes, with a real sync every 5
+# minutes. Planted: u003 stuck on pl01 from minute 15, u011 stuck on pl02 from minute 60;
+# u007 stops saving anything at minute 30 (in pl01), u015 at minute 65 (in pl02); u020
+# finishes both by minute ~35; u030 skips pl01 and works on pl02 from minute 55 to 85.
+
+LAB_STUCK = [("u003", "p1_4", 15), ("u011", "p2_3", 60)]
+LAB_IDLE = [("u007", 30), ("u015", 65)]
+FINISHER, LATECOMER = "u020", "u030"
+SYNC_MINUTES = range(0, 91, 5)
+
+
+@pytest.fixture(scope="module")
+def two_assignments(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two_assignments")
+    course = demo_course.make_course(
+        30, 2, problems=10, minutes=90, steady=True, sequential=True, stuck=LAB_STUCK, idle=LAB_IDLE
+    )
+    by_uid = {student.uid: student for student in course.students}
+    rng = random.Random(7)
+    by_uid[FINISHER].plan = demo_course.plan_sequence(course.assignments, 90, rng, pace=0.35)
+    late = demo_course.plan_sequence(course.assignments[1:], 90, rng, start=55)
+    demo_course.cut_plan(late[course.assignments[1].path], 85)
+    skipped = {grade_id: [] for grade_id in course.assignments[0].problems}
+    by_uid[LATECOMER].plan = {course.assignments[0].path: skipped, **late}
+    demo_course.write_users_csv(root / "users.csv", course.students)
+    start = int(time.time()) - 90 * MINUTE
+    for minute in SYNC_MINUTES:
+        demo_course.write_course_at(str(root), course, minute, start)
+        sync(root)
+    histories, saves = load_class(root)
+    return by_uid, start, histories, saves
+
+
+def stuck_since(plan, grade_id, minute, start):
+    """The recorded time of the first synced version of the run of errors on `grade_id`
+    that lasts until `minute`."""
+    run = None
+    for synced in (m for m in SYNC_MINUTES if m <= minute):
+        failing = demo_course.outcome_at(plan[grade_id], synced).startswith("error")
+        run = (run if run is not None else synced) if failing else None
+    return seconds_at(start, demo_course.last_change(plan, run))
+
+
+def class_is_saving(by_uid, minute):
+    """At least half of the students who saved by `minute` saved in the last N minutes
+    (every change of the plan is saved, and synced at the next multiple of 5 minutes)."""
+    last_saves = [
+        max(
+            (
+                m
+                for plan in s.plan.values()
+                for events in plan.values()
+                for m, _ in events
+                if m <= minute
+            ),
+            default=None,
+        )
+        for s in by_uid.values()
+    ]
+    saved = [m for m in last_saves if m is not None]
+    return 2 * sum(1 for m in saved if m > minute - N) >= len(saved)
+
+
+def planted_at(by_uid, start, minute):
+    """{(student, assignment, problem, kind, since)} the plan says are stuck or idle."""
+    expected = set()
+    for uid, grade_id, from_minute in LAB_STUCK:
+        if minute - N >= from_minute:
+            (path,) = [p for p, plan in by_uid[uid].plan.items() if grade_id in plan]
+            since = stuck_since(by_uid[uid].plan[path], grade_id, minute, start)
+            expected.add((uid, path, grade_id, "stuck", since))
+    for uid, _ in LAB_IDLE:
+        plans = by_uid[uid].plan
+        stop = max(demo_course.plan_end(plan) for plan in plans.values())
+        if minute - N >= stop and class_is_saving(by_uid, minute):
+            (path,) = [p for p, plan in plans.items() if demo_course.plan_end(plan) == stop]
+            unanswered = [
+                g for g, events in plans[path].items() if not events or events[-1][1] != "answered"
+            ]
+            expected.add((uid, path, unanswered[0], "idle", seconds_at(start, stop)))
+    return expected
+
+
+@pytest.mark.parametrize("minute", [25, 45, 70, 80, 90])
+def test_two_assignments_list_exactly_the_planted_stuck_and_idle_students(two_assignments, minute):
+    by_uid, start, histories, saves = two_assignments
+    moment = seconds_at(start, minute)
+    at = model.class_at(histories, saves, moment, N)
+    listed_now = {
+        (r["student"], r["assignment"], r["problem"], r["kind"], r["since"]) for r in at.rows
+    }
+    assert listed_now == planted_at(by_uid, start, minute)
+    assert [r["minutes"] for r in at.rows] == [(moment - r["since"]) // 60 for r in at.rows]
+    assert [r["since"] for r in at.rows] == sorted(r["since"] for r in at.rows)
+
+
+def test_two_assignments_planted_moments_cover_every_kind(two_assignments):
+    """The moments above are not empty: by minute 80 both stuck and both idle students
+    are listed; the early finisher is finished, the latecomer working, not idle."""
+    by_uid, start, histories, saves = two_assignments
+    at = model.class_at(histories, saves, seconds_at(start, 80), N)
+    assert {r["student"] for r in at.rows} == {"u003", "u011", "u007", "u015"}
+    assert at.kind_of[FINISHER] == "finished" and at.kind_of[LATECOMER] == "working"
+    assert at.status["stuck"] == 2 and at.status["idle"] == 2
+    assert at.by_assignment["pl01/pl01.ipynb"]["stuck"] == 1
+    assert at.by_assignment["pl02/pl02.ipynb"]["stuck"] == 1
+    early = model.class_at(histories, saves, seconds_at(start, 25), N)
+    assert LATECOMER not in early.kind_of
+    # at minute 90 most of the class has finished and stopped saving: nobody is idle
+    assert not class_is_saving(by_uid, 90)
+    assert model.class_at(histories, saves, seconds_at(start, 90), N).status["idle"] == 0

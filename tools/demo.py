@@ -28,7 +28,7 @@ DEMO_PASSWORD = "demo"
 # Students planted to show in the stuck and idle lists: (uid, problem, from minute of the
 # session) and (uid, from minute).
 DEMO_STUCK = [("u003", "p1_3", 50), ("u007", "p2_2", 60)]
-DEMO_IDLE = [("u012", 50), ("u020", 60)]
+DEMO_IDLE = [("u012", 55), ("u020", 45)]
 CONFIG = """\
 # Settings of the demo course's viewer (see progress_viewer_config.py.example).
 SYNC_SQLITE = "sync.sqlite"

@@ -182,13 +182,17 @@ def make_course(
     steady=False,
     stuck=(),
     idle=(),
+    sequential=False,
 ):
     """A course of n_students, each doing the same n_assignments in a lab of `minutes`.
 
     steady: students save every 2-4 minutes and fix every error within 3 minutes, so that
-    only the planted ones are stuck or idle. stuck: (uid, grade_id, minute) triples: from
-    that minute on the student keeps running that problem into errors. idle: (uid, minute)
-    pairs: the student saves nothing after the last answer before that minute.
+    only the planted ones are stuck or idle. sequential (with steady): each student starts
+    an assignment when they have finished the one before, instead of all of them at once.
+    stuck: (uid, grade_id, minute) triples: from that minute on the student keeps running
+    that problem into errors (and, sequential, never starts a later assignment). idle:
+    (uid, minute) pairs: the student saves nothing, in any notebook, after their last
+    answer before that minute.
     """
     rng = random.Random(seed)
     kernels = list(KERNELS)
@@ -210,34 +214,61 @@ def make_course(
             real_name=f"{first[s % len(first)]} {last[(s // len(first)) % len(last)]}",
             team=f"team{s % 5 + 1}",
         )
-        for assignment in assignments:
+        if steady and sequential:
+            student.plan = plan_sequence(assignments, minutes, rng)
+        else:
             planner = plan_steady if steady else plan_problems
-            student.plan[assignment.path] = planner(assignment.problems, minutes, rng)
+            for assignment in assignments:
+                student.plan[assignment.path] = planner(assignment.problems, minutes, rng)
         students.append(student)
     by_uid = {student.uid: student for student in students}
     for uid, grade_id, minute in stuck:
-        for plan in by_uid[uid].plan.values():
-            if grade_id in plan:
-                plant_stuck(plan, grade_id, minute, minutes)
+        plans = list(by_uid[uid].plan.values())
+        (stuck_on,) = [index for index, plan in enumerate(plans) if grade_id in plan]
+        plant_stuck(plans[stuck_on], grade_id, minute, minutes)
+        if sequential:
+            for plan in plans[stuck_on + 1 :]:
+                cut_plan(plan, minute)
     for uid, minute in idle:
-        for plan in by_uid[uid].plan.values():
-            plant_idle(plan, minute)
+        plant_idle(by_uid[uid].plan, minute)
     return Course(students, assignments, minutes)
 
 
-def plan_steady(grade_ids, minutes, rng):
-    """Like plan_problems, but with short gaps and errors fixed within 3 minutes."""
-    minute, plan = rng.uniform(0, 2), {}
+def plan_steady(grade_ids, minutes, rng, start=0.0, pace=1.0):
+    """Like plan_problems, but with short gaps and errors fixed within 3 minutes, from
+    `start` on; `pace` scales every gap (0.5: twice as fast)."""
+    minute, plan = start + rng.uniform(0, 2) * pace, {}
     for grade_id in grade_ids:
         events = [(minute, "non-empty")]
-        minute += rng.uniform(1, 2)
+        minute += rng.uniform(1, 2) * pace
         if rng.random() < 0.4:
             events.append((minute, "error"))
-            minute += rng.uniform(1, 2.5)
+            minute += rng.uniform(1, 2.5) * pace
         events.append((minute, "answered"))
-        minute += rng.uniform(1, 2)
+        minute += rng.uniform(1, 2) * pace
         plan[grade_id] = [(m, outcome) for m, outcome in events if m <= minutes]
     return plan
+
+
+def plan_sequence(assignments, minutes, rng, start=0.0, pace=1.0):
+    """Steady plans of `assignments` done one after the other from `start` on: assignment
+    path -> plan."""
+    plans = {}
+    for assignment in assignments:
+        plans[assignment.path] = plan_steady(assignment.problems, minutes, rng, start, pace)
+        start = plan_end(plans[assignment.path]) or start
+    return plans
+
+
+def plan_end(plan):
+    """The minute of a plan's last event (0 for an empty plan)."""
+    return max((m for events in plan.values() for m, _ in events), default=0.0)
+
+
+def cut_plan(plan, minute):
+    """Drop every event of `plan` after `minute`."""
+    for grade_id, events in plan.items():
+        plan[grade_id] = [(m, o) for m, o in events if m <= minute]
 
 
 def plant_stuck(plan, grade_id, minute, minutes):
@@ -250,12 +281,19 @@ def plant_stuck(plan, grade_id, minute, minutes):
         plan[later] = []
 
 
-def plant_idle(plan, minute):
-    """The student stops saving after their last answer before `minute`."""
-    answers = [m for events in plan.values() for m, o in events if o == "answered" and m < minute]
+def plant_idle(plans, minute):
+    """The student saves nothing after their last answer before `minute`, in any of
+    their notebooks: `plans` is their assignment path -> plan."""
+    answers = [
+        m
+        for plan in plans.values()
+        for events in plan.values()
+        for m, o in events
+        if o == "answered" and m < minute
+    ]
     stop = max(answers, default=0)
-    for grade_id, events in plan.items():
-        plan[grade_id] = [(m, o) for m, o in events if m <= stop]
+    for plan in plans.values():
+        cut_plan(plan, stop)
 
 
 def plan_problems(grade_ids, minutes, rng):
