@@ -5,10 +5,12 @@ import base64
 import logging
 import os
 import re
+import sqlite3
 import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -379,3 +381,46 @@ def test_large_bodies_do_not_grow_the_server(course, tmp_path):  # noqa: F811
         assert requests.get(url, timeout=30).status_code == 200  # still serving
     finally:
         stop(server)
+
+
+def test_gunicorn_workers_share_one_token_and_one_cookie_key(course, tmp_path):  # noqa: F811
+    """ACCESS_TOKEN unset under gunicorn -w 2: one token, kept in ACCESS_DB (where the
+    README says to read it); a cookie one worker set is good in the other."""
+    db, users = str(course / "sync.sqlite"), str(course / "users.csv")
+    access_db = tmp_path / "access.sqlite"
+    (tmp_path / "progress_viewer_config.py").write_text(
+        f"SYNC_SQLITE = {db!r}\nUSERS_CSV = {users!r}\nACCESS_DB = {str(access_db)!r}\n"
+    )
+    port = free_port()
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    command = [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--pythonpath", ROOT]
+    command += ["--access-logfile", "-", "--access-logformat", "%(p)s %(s)s"]
+    server = subprocess.Popen(
+        [*command, "progress_viewer:application"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    page = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_listening(page)
+        with sqlite3.connect(access_db) as conn:
+            (token,) = conn.execute("SELECT value FROM secrets WHERE name = 'token'").fetchone()
+        assert stat.S_IMODE(os.stat(access_db).st_mode) == 0o600
+        browser = requests.Session()
+        assert browser.get(f"{page}?token={token}", timeout=30).url == page
+        cookie = {access.COOKIE_NAME: browser.cookies[access.COOKIE_NAME]}
+
+        def layout(_):
+            return requests.get(page + "_dash-layout", cookies=cookie, timeout=60).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(layout, range(40))) == {200}
+        script = {"Authorization": f"token {token}"}
+        assert requests.get(page, headers=script, timeout=30).status_code == 200
+        assert requests.get(page, timeout=30).status_code == 401
+    finally:
+        stop(server)
+    served_by = {line.split()[0] for line in server.stdout if line.split()[1:] == ["200"]}
+    assert len(served_by) == 2  # both workers answered, with the one token and cookie key
