@@ -29,6 +29,7 @@ __version__ = "0.3.0"  # the project's one version string (the other scripts imp
 
 import argparse
 import csv
+import errno
 import marshal
 import os
 import re
@@ -72,13 +73,28 @@ CREATE INDEX IF NOT EXISTS summary_owner ON summary(owner);
 CREATE INDEX IF NOT EXISTS summary_t ON summary(t);
 CREATE INDEX IF NOT EXISTS problems_filename ON problems(filename);
 CREATE TABLE IF NOT EXISTS applied_logs(log unique, suffix);
+CREATE TABLE IF NOT EXISTS version_details(filename unique, epoch, mtime, file_key, reason);
+CREATE TABLE IF NOT EXISTS oversize_files(source unique, file_key);
 """  # noqa: E501
+# version_details, one row per summary row:
+#   epoch     t as UTC seconds: orders versions where local times repeat (summer time's end)
+#   mtime     the file's own mtime (UTC seconds); t is the cycle's time when it is absurd
+#   file_key  `inode:size:mtime_ns` of the copy, which tells whether a previous version
+#             rsync kept is the very file recorded under the current name a cycle ago
+#   reason    why the counts are NULL (over --max-size, not a readable notebook), or NULL
+# oversize_files: the file_key of each file over --max-size when last recorded, so that
+# one that did not change is recorded (and warned about) once, not every cycle.
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 WAL_CHECKPOINT_PAGES = 8192  # 32 MB with 4 KB pages
 CHECKPOINTS_DIR = ".ipynb_checkpoints"
 UNKNOWN_OWNER = "unknown"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# A version's mtime before this (2000-01-01 UTC: a zip's 1980, a clock never set) or more
+# than FUTURE_MARGIN seconds after its cycle is absurd: the cycle's time stands in for it.
+EARLIEST_MTIME = 946_684_800
+FUTURE_MARGIN = 86_400
+OVERSIZE_REASON = "over max-size: not copied"
 
 # Outcomes of a graded cell, in the order the first one found among its outputs wins.
 OUTPUT_PRIORITY = ("error", "display_data", "stream", "execute_result")
@@ -103,6 +119,12 @@ BACKUP_MARK_RE = re.compile(r"\.bak_\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 # `>f+++++++++|hoge/a/notebooks/hello.txt|`: 11 characters of %i, then %n between bars.
 ITEMIZE_RE = re.compile(r"^([<>ch.*][fdLDS][^|]{9})\|(.*)\|$", re.DOTALL)
+# `hoge/a/notebooks/big.ipynb is over max-size`: rsync's --info=skip1 line for a file it
+# did not copy because of --max-size (the name as %n, without a leading slash).
+OVERSIZE_RE = re.compile(r"^(.*) is over max-size$", re.DOTALL)
+# Files that are no version of anything: Jupyter's atomic-save copy `.~nb.ipynb`, and
+# rsync's temporary file `.nb.ipynb.XmYmOH` (the name, a dot and six random characters).
+TEMPORARY_NAME_RE = re.compile(r"^(\.~.*|\..+\.[A-Za-z0-9]{6})$", re.DOTALL)
 OCTAL_ESCAPE_RE = re.compile(rb"\\#([0-7]{3})")
 
 
@@ -195,24 +217,64 @@ def dest_relative(notebooks):
     return rsync_source(notebooks).lstrip("/")
 
 
-def owner_prefixes(users):
-    """{folder under the destination: uid} for owner lookup (the first row wins a tie)."""
-    prefixes = {}
+def user_folders(users):
+    """{folder under the destination: User} for owner lookup (the first row wins a tie)."""
+    folders = {}
     for user in users:
         folder = dest_relative(user.notebooks)
-        prefixes.setdefault("" if folder == "." else folder, user.uid)
-    return prefixes
+        folders.setdefault("" if folder == "." else folder, user)
+    return folders
 
 
-def owner_of(filename, prefixes):
-    """The uid whose notebooks folder holds `filename` (whole path components; the deepest
-    folder wins), or unknown. It looks up each parent folder: no scan of all users."""
+def folder_of(filename, folders):
+    """(folder, User) of the row whose notebooks folder holds `filename` (whole path
+    components; the deepest folder wins), or None. It looks up each parent folder: no scan
+    of all users."""
     folder = filename
     while folder:
         folder = folder.rpartition("/")[0]
-        if folder in prefixes:
-            return prefixes[folder]
-    return UNKNOWN_OWNER
+        if folder in folders:
+            return folder, folders[folder]
+    return None
+
+
+def owner_of(filename, folders):
+    """The uid whose notebooks folder holds `filename`, or unknown."""
+    found = folder_of(filename, folders)
+    return found[1].uid if found else UNKNOWN_OWNER
+
+
+def source_path(filename, folders):
+    """Where rsync read the file it names `filename` (relative to the working directory,
+    or absolute), or None when no row holds it."""
+    found = folder_of(filename, folders)
+    if found is None:
+        return None
+    folder, user = found
+    return os.path.join(rsync_source(user.notebooks), filename[len(folder) :].lstrip("/"))
+
+
+def folder_account(path):
+    """The account (a uid number) whose folder `path` is: the owner of the first symlink
+    on the way that a non-root account made (a student who swapped a folder of theirs for
+    a link to a classmate's), else of the folder itself. None for root, or when the path
+    cannot be read: then there is nothing to check a copy's owner against."""
+    current, info = ("/" if path.startswith("/") else "."), None
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        current = os.path.join(current, part)
+        try:
+            info = os.lstat(current)
+        except OSError:
+            return None
+        if stat.S_ISLNK(info.st_mode) and info.st_uid != 0:
+            return info.st_uid
+    try:
+        info = os.stat(current)  # a root's link at the end (or `.`): the folder it names
+    except OSError:
+        return None
+    return info.st_uid or None
 
 
 # ---------------------------------------------------------------------------- log parsing
@@ -224,15 +286,38 @@ def decode_rsync_name(raw):
     return os.fsdecode(data)
 
 
+class SyncLog(NamedTuple):
+    """What one sync log says."""
+
+    suffix: str  # `.bak_T`
+    files: list  # regular files rsync copied, in log order, no duplicates
+    created: set  # those of them rsync created (`>f+++++++++`: no previous version kept)
+    oversize: list  # files rsync did not copy because they are over --max-size
+
+    @property
+    def lists_changes(self):
+        """True when applying the log may record something."""
+        return bool(self.files or self.oversize)
+
+
+def log_name(raw):
+    """The path under the destination of a name rsync printed, or '' for none we accept.
+
+    rsync --relative names files of absolute sources with their leading slash; under the
+    destination they are relative. `..` never comes from rsync."""
+    path = decode_rsync_name(raw).lstrip("/")
+    return "" if not path or ".." in path.split("/") else path
+
+
 def parse_log(lines):
-    """(suffix, [file path], {created path}) from a sync log's lines: files in log order, no
-    duplicates, and those rsync created (`>f+++++++++`: no previous version to keep).
+    """The SyncLog of a sync log's lines.
 
     First line `suffix=.bak_2021-10-17T18:26:14`, then rsync's output, e.g.
         cd+++++++++|hoge/a/notebooks/|
         >f+++++++++|hoge/a/notebooks/hello.txt|
+        hoge/a/notebooks/big.ipynb is over max-size
         created directory sync_dest
-    Only regular files (`f` in the second character of %i) are returned.
+    Only regular files (`f` in the second character of %i) are copies.
     """
     lines = iter(lines)
     first = next(lines, "").rstrip("\r\n")
@@ -241,16 +326,21 @@ def parse_log(lines):
     suffix = first[len("suffix=") :]
     if not suffix or "/" in suffix:
         raise LogError(f"bad suffix {suffix!r} in the first line")
-    files, seen, created = [], set(), set()
+    files, seen, created, oversize = [], set(), set(), []
     for line in lines:
-        match = ITEMIZE_RE.match(line.rstrip("\n"))
-        if not match or match.group(1)[1] != "f":
+        line = line.rstrip("\n")
+        match = ITEMIZE_RE.match(line)
+        if not match:
+            skipped = OVERSIZE_RE.match(line)
+            path = log_name(skipped.group(1)) if skipped else ""
+            if path and path not in oversize:
+                oversize.append(path)
+            continue
+        if match.group(1)[1] != "f":
             continue
         new = match.group(1)[2:] == "+" * 9
-        # rsync --relative names files of absolute sources with their leading slash;
-        # under the destination they are relative. `..` never comes from rsync.
-        path = decode_rsync_name(match.group(2)).lstrip("/")
-        if not path or ".." in path.split("/"):
+        path = log_name(match.group(2))
+        if not path:
             continue
         if path not in seen:
             seen.add(path)
@@ -259,7 +349,7 @@ def parse_log(lines):
                 created.add(path)
         elif not new:  # listed twice (overlapping folders): trust the file over the flag
             created.discard(path)
-    return suffix, files, created
+    return SyncLog(suffix, files, created, oversize)
 
 
 def read_log(path):
@@ -273,8 +363,12 @@ def read_log(path):
         raise LogError(f"{path}: {error}") from None
 
 
-def is_checkpoint(path):
-    return CHECKPOINTS_DIR in path.split("/")
+def is_version(path):
+    """False for a file that is copied but is no version of a student's file: Jupyter's
+    checkpoints, its atomic-save copies and rsync's temporary files."""
+    return CHECKPOINTS_DIR not in path.split("/") and not TEMPORARY_NAME_RE.match(
+        os.path.basename(path)
+    )
 
 
 def backup_name(path, suffix):
@@ -393,13 +487,16 @@ def parse_notebook(path):
 
 
 def parse_each(paths):
-    """For each path, parse_notebook's (counts, problems), or NotANotebook's message."""
+    """For each path, parse_notebook's (counts, problems), or why it has none: whatever
+    goes wrong while one file is read or counted costs that file only."""
     results = []
     for path in paths:
         try:
             results.append(parse_notebook(path))
         except NotANotebook as error:
             results.append(str(error))
+        except Exception as error:  # a shape no predicate foresaw: reported, never fatal
+            results.append(f"{type(error).__name__} while counting ({error})")
     return results
 
 
@@ -507,13 +604,33 @@ def split_by_size(sizes, weights):
 # ---------------------------------------------------------------------------- applying a log
 
 
+class Cycle(NamedTuple):
+    """When a log's cycle ran: T as its suffix `.bak_T` writes it, and as UTC seconds."""
+
+    t: str
+    epoch: float
+
+
 class Record(NamedTuple):
     filename: str  # relative to dest
     t: str
     owner: str
-    counts: tuple  # five ints, or five None for an unreadable notebook
+    counts: tuple  # five ints, or five None when there are none (see reason)
     problems: list  # [(grade_id, outcome)]
+    epoch: float  # t as UTC seconds
+    mtime: float | None  # the file's own mtime, None when it could not be read
+    file_key: str | None  # version_key of the file
+    reason: str | None = None  # why counts are None
     stored: bool = False  # the problems rows the database holds under this name are these
+
+
+class Known(NamedTuple):
+    """What the database holds for one name."""
+
+    file_key: str | None
+    counts: tuple
+    problems: list
+    reason: str | None
 
 
 def text_name(filename):
@@ -525,32 +642,65 @@ def local_time(seconds):
     return time.strftime(TIME_FORMAT, time.localtime(seconds))
 
 
-def make_record(dest, filename, owner, warn, known=None, parsed=None):
-    """The Record of one copied file, or None when it is gone from dest.
-
-    `known` is what the database already holds for this very version, (t, counts,
-    problems): a previous version was recorded under the current name a cycle ago, so
-    when its time matches it need not be parsed again. `parsed` is parse_each's result
-    for the file when it was parsed already.
-    """
-    path = os.path.join(dest, filename)
+def cycle_time(suffix, log):
+    """The Cycle of a log: T from its suffix `.bak_T`, else (a suffix chosen by hand) the
+    log file's own mtime."""
+    t = suffix.removeprefix(".bak_")
     try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        return None
-    name, t = text_name(filename), local_time(mtime)
+        return Cycle(t, time.mktime(time.strptime(t, TIME_FORMAT)))
+    except (ValueError, OverflowError):
+        mtime = os.stat(log).st_mtime
+        return Cycle(local_time(mtime), mtime)
+
+
+def version_time(mtime, cycle):
+    """(t, epoch) of a version whose file says `mtime`: its own time, or the cycle's when
+    the mtime is absurd (before 2000, or more than FUTURE_MARGIN after the cycle: a zip's
+    1980, `touch -d 2031-01-01`, a 64-bit time that local time cannot even show)."""
+    if EARLIEST_MTIME <= mtime <= cycle.epoch + FUTURE_MARGIN:
+        return local_time(mtime), mtime
+    return cycle.t, cycle.epoch
+
+
+def version_key(info):
+    """`inode:size:mtime_ns` of a file: rsync keeps a previous version by renaming the
+    copy, so the key stays the same; another file (a save within the same second) has
+    another inode."""
+    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def lstat_or_none(path):
+    """os.lstat, or None when there is no such file (or no file can have that name)."""
+    try:
+        return os.lstat(path)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+            return None
+        raise
+
+
+def make_record(filename, path, info, owner, cycle, warn, known=None, parsed=None):
+    """The Record of the copy `filename` at `path`, whose os.lstat is `info`.
+
+    `known` is what the database holds under the current name: when it was recorded
+    from this very file (a previous version rsync kept), it need not be parsed again.
+    `parsed` is parse_each's result for the file when it was parsed already.
+    """
+    t, epoch = version_time(info.st_mtime, cycle)
+    key = version_key(info)
+    record = Record(text_name(filename), t, owner, (0,) * 5, [], epoch, info.st_mtime, key)
     if not filename.endswith(".ipynb"):
-        return Record(name, t, owner, (0, 0, 0, 0, 0), [])
-    if known is not None and known[0] == t:
-        return Record(name, t, owner, known[1], known[2])
+        return record
+    if known is not None and known.file_key == key:
+        return record._replace(counts=known.counts, problems=known.problems, reason=known.reason)
     if parsed is None:
         parsed = parse_each([path])[0]
     if isinstance(parsed, str):
-        problem = f"not a readable notebook: {parsed}; recorded without counts"
-        warn(f"warning: {text_name(path)}: {problem}")
-        return Record(name, t, owner, (None,) * 5, [])
+        reason = f"not a readable notebook: {parsed}"
+        warn(f"warning: {text_name(path)}: {reason}; recorded without counts")
+        return record._replace(counts=(None,) * 5, reason=reason)
     counts, problems = parsed
-    return Record(name, t, owner, tuple(counts), [tuple(problem) for problem in problems])
+    return record._replace(counts=tuple(counts), problems=[tuple(p) for p in problems])
 
 
 def rename_backups(dest, files, suffix, created=frozenset()):
@@ -559,7 +709,7 @@ def rename_backups(dest, files, suffix, created=frozenset()):
     had no previous version."""
     versions = []
     for path in files:
-        if is_checkpoint(path):
+        if not is_version(path):
             continue
         renamed = backup_name(path, suffix)
         if path not in created and keep_backup(dest, path + suffix, renamed):
@@ -570,17 +720,33 @@ def rename_backups(dest, files, suffix, created=frozenset()):
 
 def keep_backup(dest, kept, renamed):
     """Rename rsync's backup `kept` to `renamed` unless an interrupted run did already;
-    True when a regular file is there to record."""
+    True when a regular file is there to record. A name too long to get the suffix has no
+    backup beside it (rsync_notebooks.py keeps those versions elsewhere)."""
     kept_path, renamed_path = os.path.join(dest, kept), os.path.join(dest, renamed)
-    try:
-        info = os.lstat(renamed_path)
-    except FileNotFoundError:
-        try:
-            info = os.lstat(kept_path)
-        except FileNotFoundError:
+    info = lstat_or_none(renamed_path)
+    if info is None:
+        info = lstat_or_none(kept_path)
+        if info is None:
             return False
         os.rename(kept_path, renamed_path)
     return stat.S_ISREG(info.st_mode)
+
+
+def foreign_copy(info, account):
+    """True for a copy owned by another account than its student's (`account`, None when
+    unknown) and not by root: what a symlink swapped in during the copy brings in."""
+    return account is not None and info.st_uid not in (0, account)
+
+
+def remove_foreign_copy(path, user, account, info, warn):
+    warn(
+        f"warning: {text_name(path)}: owned by uid {info.st_uid}, not by {user.uid}'s account"
+        f" {account}: not recorded, and removed from the copy"
+    )
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_summary(conn, records):
@@ -603,6 +769,18 @@ def write_problems(conn, records):
         "INSERT INTO problems(filename, grade_id, result) VALUES (?,?,?)",
         [(r.filename, grade_id, result) for r in records for grade_id, result in r.problems],
     )
+
+
+def write_details(conn, records):
+    conn.executemany(
+        "INSERT OR REPLACE INTO version_details(filename, epoch, mtime, file_key, reason)"
+        " VALUES (?,?,?,?,?)",
+        [(r.filename, r.epoch, r.mtime, r.file_key, r.reason) for r in records],
+    )
+
+
+def write_oversize_files(conn, keys):
+    conn.executemany("INSERT OR REPLACE INTO oversize_files(source, file_key) VALUES (?,?)", keys)
 
 
 def write_applied_log(conn, log, suffix):
@@ -628,13 +806,15 @@ def connect(db):
 
 
 def recorded_versions(conn, filenames):
-    """{filename: (t, counts, problems)} of what the database holds for these names."""
+    """{filename: Known} of what the database holds for these names."""
     names = dump_json([text_name(f) for f in filenames])
     known = {
-        filename: (t, tuple(counts), [])
-        for filename, t, *counts in conn.execute(
-            "SELECT filename, t, code_ok, code_display, code_stream, code_error, code_empty"
-            " FROM summary WHERE filename IN (SELECT value FROM json_each(?))",
+        filename: Known(file_key, tuple(counts), [], reason)
+        for filename, file_key, reason, *counts in conn.execute(
+            "SELECT s.filename, d.file_key, d.reason, s.code_ok, s.code_display,"
+            " s.code_stream, s.code_error, s.code_empty"
+            " FROM summary s LEFT JOIN version_details d ON d.filename = s.filename"
+            " WHERE s.filename IN (SELECT value FROM json_each(?))",
             (names,),
         )
     }
@@ -644,31 +824,87 @@ def recorded_versions(conn, filenames):
         (names,),
     )
     for filename, grade_id, result in problems:
-        known[filename][2].append((grade_id, result))
+        known[filename].problems.append((grade_id, result))
     return known
 
 
-def build_records(conn, dest, versions, users, warn, parsing=None):
+class Accounts:
+    """Each row's student account (folder_account of its notebooks source), looked up
+    once per log."""
+
+    def __init__(self):
+        self.found = {}
+
+    def of(self, user):
+        if user.line not in self.found:
+            self.found[user.line] = folder_account(rsync_source(user.notebooks))
+        return self.found[user.line]
+
+
+def build_records(conn, dest, versions, folders, cycle, warn, parsing=None):
     """The Records of the versions to record; a previous version whose row the database
     still holds under the current name is taken from there instead of parsed again, and
-    what `parsing` (a Parsing) has parsed is taken from it."""
-    prefixes = owner_prefixes(users)
+    what `parsing` (a Parsing) has parsed is taken from it. A copy owned by a classmate
+    is removed, not recorded."""
     known = recorded_versions(conn, [source for name, source in versions if name != source])
     parsed = parsing.results() if parsing else {}
-    records = []
+    accounts, records = Accounts(), []
     for filename, source in versions:
-        previous = known.get(text_name(source)) if filename != source else None
-        owner = owner_of(source, prefixes)
-        record = make_record(dest, filename, owner, warn, previous, parsed.get(filename))
-        if record is None:
+        path = os.path.join(dest, filename)
+        info = lstat_or_none(path)
+        if info is None or not stat.S_ISREG(info.st_mode):
             continue
+        found = folder_of(source, folders)
+        user = found[1] if found else None
+        if user and foreign_copy(info, accounts.of(user)):
+            remove_foreign_copy(path, user, accounts.of(user), info, warn)
+            continue
+        owner = user.uid if user else UNKNOWN_OWNER
+        previous = known.get(text_name(source)) if filename != source else None
+        record = make_record(
+            filename, path, info, owner, cycle, warn, previous, parsed.get(filename)
+        )
         # a new version whose graded cells came out as before (an autosave while typing)
         # leaves its problems rows as they are
         before = known.get(record.filename) if filename == source else None
-        if before is not None and before[2] == record.problems:
+        if before is not None and before.problems == record.problems:
             record = record._replace(stored=True)
         records.append(record)
     return records
+
+
+def oversize_records(conn, sync_log, folders, cycle, taken, warn):
+    """(Records, oversize_files rows) of the files rsync did not copy for being over
+    --max-size, one per change of the student's file: each named as a previous version
+    kept in this cycle (`big.bak_T.ipynb`, never a name in `taken`), so the viewer shows
+    it among the file's versions and no row of a copy is replaced."""
+    names = [path for path in sync_log.oversize if is_version(path)]
+    last_seen = dict(
+        conn.execute(
+            "SELECT source, file_key FROM oversize_files"
+            " WHERE source IN (SELECT value FROM json_each(?))",
+            (dump_json([text_name(path) for path in names]),),
+        )
+    )
+    records, keys = [], []
+    for path in names:
+        source = source_path(path, folders)
+        info = lstat_or_none(source) if source else None
+        info = info if info and stat.S_ISREG(info.st_mode) else None
+        key = version_key(info) if info else None
+        name = text_name(backup_name(path, sync_log.suffix))
+        if last_seen.get(text_name(path), "never") == key or name in taken:
+            continue
+        t, epoch = version_time(info.st_mtime, cycle) if info else cycle
+        warn(
+            f"warning: {text_name(path)} is over max-size: not copied;"
+            f" recorded without counts as {name}"
+        )
+        owner = owner_of(path, folders)
+        mtime = info.st_mtime if info else None
+        records.append(Record(name, t, owner, (None,) * 5, [], epoch, mtime, key, OVERSIZE_REASON))
+        keys.append((text_name(path), key))
+    return records, keys
 
 
 def apply_log(conn, log, dest, users, warn=None):
@@ -677,21 +913,27 @@ def apply_log(conn, log, dest, users, warn=None):
     Returns the number of versions recorded.
     """
     warn = warn or (lambda message: print(message, file=sys.stderr))
-    suffix, files, created = read_log(log)
+    sync_log = read_log(log)
+    cycle, folders = cycle_time(sync_log.suffix, log), user_folders(users)
     # the copies' parsing starts at once, the renames and the database reads go on meanwhile
-    notebooks = [f for f in files if f.endswith(".ipynb") and not is_checkpoint(f)]
-    replaced = sum(f not in created for f in notebooks) / max(len(notebooks), 1)
+    notebooks = [f for f in sync_log.files if f.endswith(".ipynb") and is_version(f)]
+    replaced = sum(f not in sync_log.created for f in notebooks) / max(len(notebooks), 1)
     parsing = Parsing(dest, notebooks, replaced=replaced)
     try:
-        versions = rename_backups(dest, files, suffix, created)
-        records = build_records(conn, dest, versions, users, warn, parsing)
+        versions = rename_backups(dest, sync_log.files, sync_log.suffix, sync_log.created)
+        records = build_records(conn, dest, versions, folders, cycle, warn, parsing)
     finally:
         parsing.close()
+    taken = {record.filename for record in records}
+    oversize, oversize_keys = oversize_records(conn, sync_log, folders, cycle, taken, warn)
+    records += oversize
     conn.execute("BEGIN IMMEDIATE")
     try:
         write_summary(conn, records)
         write_problems(conn, records)
-        write_applied_log(conn, log, suffix)
+        write_details(conn, records)
+        write_oversize_files(conn, oversize_keys)
+        write_applied_log(conn, log, sync_log.suffix)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -769,16 +1011,17 @@ def print_parse_only(path):
 
 
 def print_dry_run(log, dest, users):
-    suffix, files, _ = read_log(log)
-    prefixes = owner_prefixes(users)
-    for path in files:
-        if is_checkpoint(path):
-            continue
-        for name in (backup_name(path, suffix), path + suffix):
+    sync_log, folders = read_log(log), user_folders(users)
+    for path in filter(is_version, sync_log.files):
+        previous = backup_name(path, sync_log.suffix)
+        owner = owner_of(path, folders)
+        for name in (previous, path + sync_log.suffix):
             if os.path.lexists(os.path.join(dest, name)):
-                print(f"previous version\t{backup_name(path, suffix)}\t{owner_of(path, prefixes)}")
+                print(f"previous version\t{previous}\t{owner}")
                 break
-        print(f"current version\t{path}\t{owner_of(path, prefixes)}")
+        print(f"current version\t{path}\t{owner}")
+    for path in filter(is_version, sync_log.oversize):
+        print(f"over max-size\t{backup_name(path, sync_log.suffix)}\t{owner_of(path, folders)}")
     return 0
 
 

@@ -38,17 +38,18 @@ def test_parse_log_keeps_regular_files_and_skips_other_lines():
         'skipping non-regular file "hoge/a/notebooks/fifo"\n',
         ".f...p.....|hoge/b/notebooks/x.ipynb|\n",
     ]
-    assert md.parse_log(lines) == (
+    assert md.parse_log(lines) == md.SyncLog(
         ".bak_2021-10-17T18:26:14",
         ["hoge/a/notebooks/hello.txt", "hoge/a/notebooks/nb.ipynb", "hoge/b/notebooks/x.ipynb"],
         {"hoge/a/notebooks/hello.txt"},  # created: no previous version to look for
+        [],
     )
 
 
 def test_a_file_listed_again_as_changed_is_not_taken_for_created():
     """Overlapping folders can list a file twice; the second copy made a backup."""
     lines = ["suffix=.bak_T\n", ">f+++++++++|a/x.ipynb|\n", ">f.st......|a/x.ipynb|\n"]
-    assert md.parse_log(lines) == (".bak_T", ["a/x.ipynb"], set())
+    assert md.parse_log(lines) == md.SyncLog(".bak_T", ["a/x.ipynb"], set(), [])
 
 
 def test_parse_log_decodes_bars_and_octal_escapes():
@@ -87,11 +88,11 @@ def test_owner_is_matched_by_whole_path_components():
         md.User("y", "hoge/x/nb2", 3, {}),
         md.User("z", "/abs/z/", 4, {}),
     ]
-    prefixes = md.owner_prefixes(users)
-    assert md.owner_of("hoge/x/nb/a.ipynb", prefixes) == "x"
-    assert md.owner_of("hoge/x/nb2/a.ipynb", prefixes) == "y"
-    assert md.owner_of("hoge/x/nb3/a.ipynb", prefixes) == "unknown"
-    assert md.owner_of("abs/z/a.ipynb", prefixes) == "z"
+    folders = md.user_folders(users)
+    assert md.owner_of("hoge/x/nb/a.ipynb", folders) == "x"
+    assert md.owner_of("hoge/x/nb2/a.ipynb", folders) == "y"
+    assert md.owner_of("hoge/x/nb3/a.ipynb", folders) == "unknown"
+    assert md.owner_of("abs/z/a.ipynb", folders) == "z"
 
 
 # ---------------------------------------------------------------------------- counting
