@@ -2,6 +2,7 @@
 the viewer under gunicorn, and the systemd units in deploy/."""
 
 import base64
+import getpass
 import os
 import re
 import shlex
@@ -22,9 +23,12 @@ import rsync_notebooks
 
 DEPLOY = os.path.join(ROOT, "deploy")
 UNITS = ["monitoring-sync.service", "monitoring-viewer.service"]
-# Where the units expect the clone and the course folder (README.md's install step).
+# Where the units expect the clone and the course folder, and the account they name
+# (README.md's install step changes the account with sed).
 UNIT_CLONE = "/opt/monitoring"
-UNIT_COURSE = "/srv/monitoring"
+UNIT_COURSE = "/home/instructor/monitoring"
+UNIT_ACCOUNT = "instructor"
+README_INSTALL = f"sudo sed -i 's/{UNIT_ACCOUNT}/alice/g' /etc/systemd/system/monitoring-*.service"
 TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
 
@@ -49,9 +53,12 @@ def wait_for_http(url, process, timeout=60):
 
 
 def installed_unit(name, course):
-    """The text of a unit in deploy/ as installed for this clone and a course folder."""
+    """The text of a unit in deploy/ as installed for this clone, a course folder and the
+    account running the tests."""
     with open(os.path.join(DEPLOY, name)) as stream:
-        return stream.read().replace(UNIT_CLONE, ROOT).replace(UNIT_COURSE, str(course))
+        text = stream.read()
+    text = text.replace(UNIT_CLONE, ROOT).replace(UNIT_COURSE, str(course))
+    return text.replace(UNIT_ACCOUNT, getpass.getuser())
 
 
 def exec_start(unit_text):
@@ -191,3 +198,14 @@ def test_sync_unit_runs_the_loop_with_valid_flags(tmp_path):
     assert command[:2] == [os.path.join(ROOT, ".venv", "bin", "python"), rsync_notebooks.__file__]
     rsync_notebooks.build_parser().parse_args(command[2:])
     assert "KillMode=mixed" in unit.splitlines()
+
+
+def test_readme_installs_the_units_for_an_account():
+    """The README's install step names the account the units are written for."""
+    with open(os.path.join(ROOT, "README.md")) as stream:
+        readme = stream.read().splitlines()
+    assert README_INSTALL in readme
+    for name in UNITS:
+        with open(os.path.join(DEPLOY, name)) as stream:
+            text = stream.read()
+        assert f"--owner {UNIT_ACCOUNT}" in text or f"User={UNIT_ACCOUNT}" in text
