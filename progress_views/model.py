@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ANSWERED = ("execute_result", "display_data", "stream")
+import make_database
+
+ANSWERED = make_database.ANSWERED
 # Outcome classes, in the order of their codes in the heatmap.
 CLASSES = ("none", "empty", "non-empty", "answered", "error")
 CODES = {name: code for code, name in enumerate(CLASSES)}
@@ -33,10 +35,13 @@ def plotly_text(text):
 
 def outcome_class(result):
     """`answered` for execute_result / display_data / stream, else the result itself;
-    `none` when there is no version (or the problem is not in it)."""
+    `none` when there is no version (or the problem is not in it), `non-empty` for a
+    result make_database does not write (a database from elsewhere)."""
     if result is None:
         return "none"
-    return "answered" if result in ANSWERED else result
+    if result in ANSWERED:
+        return "answered"
+    return result if result in CLASSES else "non-empty"
 
 
 @dataclass
@@ -55,7 +60,7 @@ class History:
     problems: list  # grade_ids in notebook order
     versions: dict  # uid -> [Version] by time
     times: dict = field(default_factory=dict)  # uid -> [t], for bisect
-    code_cache: dict = field(default_factory=dict, repr=False)  # uid -> codes(uid)
+    code_cache: dict = field(default_factory=dict, repr=False)  # (uid, index) -> code
 
     def __post_init__(self):
         self.times = {uid: [v.t for v in vs] for uid, vs in self.versions.items()}
@@ -73,15 +78,17 @@ class History:
         version = self.state_at(uid, moment)
         return outcome_class(version.outcomes.get(problem) if version else None)
 
-    def codes(self, uid):
-        """The student's versions as outcome codes (CLASSES indexes), one bytes per
-        version with a byte per problem; made once per History."""
-        if uid not in self.code_cache:
-            self.code_cache[uid] = [
-                bytes(CODES[outcome_class(v.outcomes.get(p))] for p in self.problems)
-                for v in self.versions[uid]
-            ]
-        return self.code_cache[uid]
+    def code(self, uid, index):
+        """The outcome codes of the student's version `index`: one byte per problem, its
+        CLASSES index. Made when first asked for, so a view pays for the versions it
+        looks at, not for the whole history."""
+        key = (uid, index)
+        if key not in self.code_cache:
+            outcomes = self.versions[uid][index].outcomes
+            self.code_cache[key] = bytes(
+                [CODES[outcome_class(outcomes.get(p))] for p in self.problems]
+            )
+        return self.code_cache[key]
 
     def first_time(self):
         return min((vs[0].t for vs in self.versions.values() if vs), default=None)
@@ -373,27 +380,28 @@ def student_states(histories, uid, moment, window_start):
         end = bisect.bisect_right(times, moment)
         if not end:
             continue
-        codes = history.codes(uid)
         start = bisect.bisect_right(times, window_start)
         stuck = [
-            stuck_row(history, uid, order, first_of_error_run(codes, order, start - 1))
-            for order in stuck_problems(codes, start, end)
+            stuck_row(history, uid, order, first_of_error_run(history, uid, order, start - 1))
+            for order in stuck_problems(history, uid, start, end)
         ]
         latest = history.versions[uid][end - 1]
-        states.append(AssignmentState(assignment, history.problems, latest, codes[end - 1], stuck))
+        codes = history.code(uid, end - 1)
+        states.append(AssignmentState(assignment, history.problems, latest, codes, stuck))
     return states
 
 
-def stuck_problems(codes, start, end):
+def stuck_problems(history, uid, start, end):
     """The places of the problems that are errors in version start - 1 (the state at
     M - N) and in every version up to `end` (the state at M); none when start is 0."""
-    if not start or ERROR_CODE not in codes[end - 1]:
+    latest = history.code(uid, end - 1)
+    if not start or ERROR_CODE not in latest:
         return []
-    window = codes[start - 1 : end]
+    window = [history.code(uid, index) for index in range(start - 1, end)]
     return [
         order
-        for order, code in enumerate(codes[end - 1])
-        if code == ERROR_CODE and all(c[order] == ERROR_CODE for c in window)
+        for order, code in enumerate(latest)
+        if code == ERROR_CODE and all(codes[order] == ERROR_CODE for codes in window)
     ]
 
 
@@ -405,10 +413,10 @@ def stuck_row(history, uid, order, first):
     )
 
 
-def first_of_error_run(codes, order, index):
+def first_of_error_run(history, uid, order, index):
     """The index of the first version of the unbroken run of errors on problem `order`
-    that contains version `index`."""
-    while index and codes[index - 1][order] == ERROR_CODE:
+    that contains the student's version `index`."""
+    while index and history.code(uid, index - 1)[order] == ERROR_CODE:
         index -= 1
     return index
 

@@ -165,6 +165,13 @@ def test_rows_go_longest_first_and_a_student_stuck_on_two_problems_in_notebook_o
     ]
 
 
+def test_a_result_make_database_never_writes_counts_as_written_not_a_crash():
+    plans = {"pl01": {"odd": [(5, {"p": "unheard-of"}), (55, {"p": "unheard-of"})]}}
+    histories, saves = course(plans)
+    assert model.outcome_class("unheard-of") == "non-empty"
+    assert model.class_at(histories, saves, M, N).kind_of == {"odd": "working"}
+
+
 def test_pseudonyms_follow_users_csv_order():
     assert model.pseudonyms(["u010", "u002", "u007"]) == {
         "u010": "student 1",
