@@ -416,11 +416,13 @@ def link(data, click, password):
         rowid = int(click["points"][0]["customdata"])
     except (TypeError, KeyError, IndexError, ValueError, OverflowError):
         return ""
+    if not 0 < rowid < 2**63:  # SQLite's rowids
+        return ""
     if not data.names_shown(password):
         return "Type the password to open this version in Jupyter."
     try:
         filename = data.version_filename(rowid)
-    except (*data.errors, OverflowError):
+    except data.errors:
         return "The database cannot be read just now."
     if filename is None:
         return "That version is no longer in the database."

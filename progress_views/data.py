@@ -270,7 +270,7 @@ class Data:
     def __init__(self, settings, gate, client_address=lambda: "?"):
         self.settings = settings
         self.attrs = list(settings["USER_ATTRS"])
-        self.public_attrs = [a for a in settings.get("PUBLIC_ATTRS", []) if a not in self.attrs]
+        self.public_attrs = list(settings.get("PUBLIC_ATTRS", []))
         self.gate = gate
         self.client_address = client_address
         self.catalogs = CatalogCache()
@@ -367,9 +367,10 @@ class Data:
         (PUBLIC_ATTRS added either way)."""
         people, names = self.people(), self.pseudonyms()
         labels = {}
+        public = [a for a in self.public_attrs if a not in self.attrs]
+        attrs = self.attrs + public if shown else self.public_attrs
         for uid in uids:
             user = people.by_uid.get(uid)
-            attrs = (self.attrs if shown else []) + self.public_attrs
             values = [user.attrs.get(a, "") for a in attrs] if user else []
             name = uid if shown else names.get(uid, MASK)
             labels[uid] = f"{name} [{' '.join(values)}]" if values else name
