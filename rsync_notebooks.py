@@ -28,12 +28,15 @@ import errno
 import fcntl
 import glob
 import os
+import pwd
+import re
 import shlex
 import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -91,6 +94,8 @@ RSYNC_OPTIONS = [
     f"--filter=- {LONG_NAME_PATTERN}",
     f"--filter=- {JUPYTER_TEMP_PATTERN}",
 ]
+# make_database.py's last line: `sync_logs/sync_T.log: recorded 3 versions in sync.sqlite`
+RECORDED_RE = re.compile(r": recorded (\d+) versions in ")
 LOG_RESERVE_MIN = 1024 * 1024  # disk set aside for a log, at the least
 OVER_MAX_SIZE = " is over max-size"
 HIDING_FILE = "[sender] hiding file "
@@ -111,11 +116,16 @@ class AlreadyRunning(Exception):
     """Another rsync_notebooks.py holds the destination's lock."""
 
 
+class CannotStart(Exception):
+    """The arguments, the accounts or sudo do not let the loop start (exit 2)."""
+
+
 # ---------------------------------------------------------------------------- pure helpers
 
 
 def sudo_prefix(sudo):
-    return ["sudo", "--"] if sudo else []
+    # -n: sudo fails at once instead of waiting at a password prompt nobody sees
+    return ["sudo", "-n", "--"] if sudo else []
 
 
 def rsync_command(sources, dest, suffix, sudo):
@@ -129,6 +139,14 @@ def rsync_command(sources, dest, suffix, sudo):
         *sources,
         dest + "/",
     ]
+
+
+def shown_command(args, count, sudo):
+    """The rsync command of every cycle as printed once at start: the folders and the
+    pattern of long names abridged."""
+    folders = f"<the {count} folders of {args.users_csv}>"
+    command = shlex.join(rsync_command([folders], args.dest, ".bak_<T>", sudo))
+    return command.replace(LONG_NAME_PATTERN[:-1], f"<{LONGEST_NAME + 1} x ?>")
 
 
 def long_names_command(files, dest, t, sudo):
@@ -283,14 +301,14 @@ class UsersFile:
         return self.users
 
 
-def usable_sources(users, say):
+def usable_sources(users, say, warn):
     """The rsync sources for this cycle, with a note for each folder skipped."""
     sources, missing = [], []
     for user in users:
         source = make_database.rsync_source(user.notebooks)
         link = student_symlink(source)
         if link:
-            say(f"refused {source} (uid {user.uid}): {link} is a symlink owned by a user")
+            warn(f"refused {source} (uid {user.uid}): {link} is a symlink owned by a user")
         elif folder_missing(source):
             missing.append(source)
         elif source not in sources:
@@ -300,7 +318,66 @@ def usable_sources(users, say):
     return sources
 
 
+class Tally:
+    """What a cycle (or a replay) did, for its one-line summary."""
+
+    def __init__(self):
+        self.copied = self.recorded = self.warnings = 0
+
+    def warn(self, message):
+        print(f"warning: {message}", file=sys.stderr)
+        self.warnings += 1
+
+    def recorded_summary(self):
+        return f"recorded {self.recorded} versions, {self.warnings} warnings"
+
+    def summary(self):
+        return f"copied {self.copied} files, {self.recorded_summary()}"
+
+
 # ---------------------------------------------------------------------------- I/O
+
+
+def owner_account(requested):
+    """(name, uid, gid) of the account that is to own the destination, the logs and the
+    database: `requested` (--owner), else the one that ran sudo, else this process's."""
+    if requested:
+        try:
+            entry = pwd.getpwnam(requested)
+        except KeyError:
+            raise CannotStart(f"--owner {requested}: no such account") from None
+        if os.geteuid() != 0 and entry.pw_uid != os.geteuid():
+            raise CannotStart(f"--owner {requested}: only root can give files to another account")
+        return entry.pw_name, entry.pw_uid, entry.pw_gid
+    if os.geteuid() == 0 and os.environ.get("SUDO_UID") and os.environ.get("SUDO_GID"):
+        uid, gid = int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"])
+        return os.environ.get("SUDO_USER") or str(uid), uid, gid
+    return pwd.getpwuid(os.geteuid()).pw_name, os.geteuid(), os.getegid()
+
+
+def owner_note(owner, requested):
+    """Who gets the loop's files, said once at start; a warning when root keeps them."""
+    if owner[1] == 0 and not requested:
+        return (
+            "warning: started as root without sudo or --owner: the destination, the logs and"
+            " the database belong to root, and a viewer run by your own account cannot read"
+            " them; give --owner YOUR_ACCOUNT to make them yours"
+        )
+    return f"the destination, the logs and the database belong to {owner[0]}"
+
+
+def give_to(owner):
+    """Make `owner` the account instructor_ids() and make_database.py give files to: both
+    read SUDO_UID and SUDO_GID (what sudo sets), for this process and its children."""
+    if os.geteuid() == 0:
+        os.environ["SUDO_UID"], os.environ["SUDO_GID"] = str(owner[1]), str(owner[2])
+
+
+def check_sudo():
+    """CannotStart unless `sudo -n` runs rsync without asking for a password."""
+    command = [*sudo_prefix(True), "rsync", "--version"]
+    if run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) != 0:
+        raise CannotStart("sudo needs a password: run as root or with --no-sudo")
 
 
 def instructor_ids():
@@ -377,14 +454,17 @@ def fork(child):
     return pid
 
 
-def run_forked(function, argv):
+def run_forked(function, argv, stdout, stderr):
     """function(argv) in a child process made by fork: the same code as running the script,
-    without starting an interpreter and importing it again. The child ignores Ctrl-C and
-    SIGTERM (the loop stops once it is done). Its exit code, as `run` gives it."""
+    without starting an interpreter and importing it again; its output into the files
+    `stdout` and `stderr`. The child ignores Ctrl-C and SIGTERM (the loop stops once it is
+    done). Its exit code, as `run` gives it."""
 
     def child():
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, signal.SIG_IGN)
+        os.dup2(stdout.fileno(), 1)
+        os.dup2(stderr.fileno(), 2)
         try:
             return function(argv)
         except SystemExit as error:  # argparse
@@ -455,7 +535,7 @@ def run_rsync(command, stream, what):
     return False
 
 
-def copy(sources, args, t, stream, sudo, one_by_one):
+def copy(sources, args, t, stream, sudo, one_by_one, tally):
     """Run this cycle's rsync, or one per folder when `one_by_one` (after a failed cycle:
     one student's trouble then costs only them); then copy the files whose names are too
     long for a backup suffix, and warn about what rsync left out. True when every rsync
@@ -465,7 +545,6 @@ def copy(sources, args, t, stream, sudo, one_by_one):
         print(f"copying the {len(sources)} folders one by one (the last cycle failed)")
         groups = [([source], source) for source in sources]
     else:
-        print(f"{shlex.join(rsync_command(sources, args.dest, suffix, sudo))} > {stream.name}")
         groups = [(sources, f"{len(sources)} folder(s)")]
     sys.stdout.flush()
     done = True
@@ -473,16 +552,16 @@ def copy(sources, args, t, stream, sudo, one_by_one):
         done = run_rsync(rsync_command(group, args.dest, suffix, sudo), stream, what) and done
     long_names, too_big = left_out(written_lines(stream))
     for name in too_big:
-        print(f"warning: {name} is over 10 MB (--max-size): not copied", file=sys.stderr)
+        tally.warn(f"{name} is over 10 MB (--max-size): not copied")
     for name in long_names:
-        print(
-            f"warning: {name}: its name has over {LONGEST_NAME} bytes, too long for a backup"
-            f" suffix: copied, the version it replaces kept in {args.dest}/{LONG_NAME_VERSIONS}/",
-            file=sys.stderr,
+        tally.warn(
+            f"{name}: its name has over {LONGEST_NAME} bytes, too long for a backup suffix:"
+            f" copied, the version it replaces kept in {args.dest}/{LONG_NAME_VERSIONS}/"
         )
     if long_names:
         command = long_names_command(long_names, args.dest, t, sudo)
         done = run_rsync(command, stream, f"{len(long_names)} long-named file(s)") and done
+    tally.copied += sum(line.startswith(">f") for line in written_lines(stream))
     return done
 
 
@@ -494,19 +573,39 @@ def log_lists_files(log):
         return False
 
 
-def apply(args, log, sudo):
+def apply(args, log, sudo, tally):
     """Run make_database.py on one log; True when it succeeded (or had nothing to do).
+    What it says is passed on, but for the number of versions it recorded, which goes to
+    `tally` with the number of its warnings.
 
     Without sudo it runs in a fork of this process, which has already imported it."""
     if not log_lists_files(log):
-        print(f"{log}: no file changed")
         return True
-    command = make_database_command(args, log, sudo)
-    print(" " + shlex.join(command), flush=True)
-    code = run(command) if sudo else run_forked(make_database.main, make_database_flags(args, log))
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        if sudo:
+            code = run(make_database_command(args, log, sudo), stdout=stdout, stderr=stderr)
+        else:
+            flags = make_database_flags(args, log)
+            code = run_forked(make_database.main, flags, stdout, stderr)
+        pass_on(stdout, stderr, tally)
     if code != 0:
         print(f"error: make_database.py failed with exit code {code} on {log}", file=sys.stderr)
     return code == 0
+
+
+def pass_on(stdout, stderr, tally):
+    """Print what make_database.py wrote into the files `stdout` and `stderr`, counting
+    its warnings and the versions it recorded (that line is left to the summary)."""
+    for stream, target in ((stdout, sys.stdout), (stderr, sys.stderr)):
+        stream.seek(0)
+        for line in stream.read().decode("utf-8", "replace").splitlines():
+            recorded = RECORDED_RE.search(line) if target is sys.stdout else None
+            if recorded:
+                tally.recorded += int(recorded.group(1))
+                continue
+            tally.warnings += line.startswith("warning")
+            print(line, file=target)
+    sys.stdout.flush()
 
 
 class Stopper:
@@ -617,12 +716,12 @@ def keep_open(db, requests):
             make_database.restrict_to_instructor(db)
 
 
-def one_cycle(args, users, previous_t, sudo, one_by_one):
+def one_cycle(args, users, previous_t, sudo, one_by_one, tally):
     """Run one cycle's rsync; (T, its log or None when none could be written, whether
     rsync did its job)."""
     t = next_timestamp(time.time(), previous_t, args.log_dir)
     print(f"======== {format_t(t)} ========", flush=True)
-    sources = usable_sources(users, print)
+    sources = usable_sources(users, print, tally.warn)
     log, suffix = log_path(args.log_dir, t), f".bak_{format_t(t)}"
     try:
         stream = start_log(log, suffix, log_reserve(args.log_dir, previous_t) if sources else 0)
@@ -638,7 +737,7 @@ def one_cycle(args, users, previous_t, sudo, one_by_one):
             print("no folder to copy")
             return t, log, True
         clear_temp_dir(args.dest)
-        copied = copy(sources, args, t, stream, sudo, one_by_one)
+        copied = copy(sources, args, t, stream, sudo, one_by_one, tally)
         end_log(stream)
     return t, log, copied
 
@@ -663,18 +762,18 @@ def logs_left_unapplied(args):
     return [log for log in logs if os.path.basename(log) not in applied and log_lists_files(log)]
 
 
-def apply_logs(args, unapplied, log, sudo):
+def apply_logs(args, unapplied, log, sudo, tally):
     """Apply the logs earlier cycles left unapplied, oldest first, then this cycle's `log`;
     the logs still unapplied. Once an earlier one fails, the rest wait for the next cycle
     (they would most likely fail the same way), so a lasting failure costs one more run a
     cycle, not one per log."""
     failed = []
     for i, earlier in enumerate(unapplied):
-        print(f"{earlier} is not applied yet: applying it now")
-        if not apply(args, earlier, sudo):
+        print(f"{earlier} is not applied yet: applying it now ({i + 1} of {len(unapplied)})")
+        if not apply(args, earlier, sudo, tally):
             failed = unapplied[i:]
             break
-    if log is not None and not apply(args, log, sudo):
+    if log is not None and not apply(args, log, sudo, tally):
         failed.append(log)
     return failed
 
@@ -686,24 +785,26 @@ def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
     fails (users.csv saved half-edited, a full disk) is tried again every cycle: what was
     copied and kept is recorded once it can be, in any order, as a replay would."""
     all_ok, previous_t, cycle, copied = True, None, 0, True
+    print(f"each cycle runs: {shown_command(args, len(users_file.current()), sudo)}")
     try:
         while args.repeat < 0 or cycle < args.repeat:
-            started = time.monotonic()
+            started, tally = time.monotonic(), Tally()
             users = users_file.current()
-            previous_t, log, copied = one_cycle(args, users, previous_t, sudo, not copied)
+            previous_t, log, copied = one_cycle(args, users, previous_t, sudo, not copied, tally)
             # even after a failed or interrupted rsync the log is applied: what was copied
             # and what was kept as a backup is recorded
-            unapplied = apply_logs(args, unapplied, log, sudo)
+            unapplied = apply_logs(args, unapplied, log, sudo, tally)
             keeper.hold()
             all_ok = all_ok and copied and log is not None and log not in unapplied
             cycle += 1
             took = time.monotonic() - started
+            summary = f"{tally.summary()}, took {took:.2f} sec"
             if args.repeat >= 0 and cycle >= args.repeat:
-                print(f"took {took:.2f} sec to update")
+                print(summary)
                 break
             stopper.check()
             pause = sleep_seconds(took, args.overhead, args.min_sleep)
-            print(f"took {took:.2f} sec to update, sleep {pause:.3g} sec until next update")
+            print(f"{summary}, sleep {pause:.3g} sec until the next cycle", flush=True)
             stopper.sleep(pause)
     except StopRequested:
         print("stopped")
@@ -711,18 +812,23 @@ def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
 
 
 def replay_logs(args, sudo, stopper, keeper):
-    """Apply every log in the log folder, oldest first, without rsync."""
+    """Apply every log in the log folder, oldest first, without rsync; one line a log
+    (`i of N`) and a total."""
     logs = sorted(glob.glob(os.path.join(glob.escape(args.log_dir), "sync_*.log")))
-    if not logs:
-        print(f"no sync_*.log in {args.log_dir}")
-    all_ok = True
+    started, tally, done, failed = time.monotonic(), Tally(), 0, 0
     for log in logs:
-        all_ok = apply(args, log, sudo) and all_ok
+        before = tally.recorded
+        failed += not apply(args, log, sudo, tally)
+        done += 1
+        print(f"{done} of {len(logs)}: {log}: recorded {tally.recorded - before} versions")
         keeper.hold()
         if stopper.event.is_set():
             print("stopped")
             break
-    return all_ok
+    took = time.monotonic() - started
+    print(f"replayed {done} of {len(logs)} logs in {args.log_dir}, {failed} failed: ", end="")
+    print(f"{tally.recorded_summary()}, took {took:.2f} sec")
+    return failed == 0
 
 
 # ---------------------------------------------------------------------------- command line
@@ -778,6 +884,15 @@ def build_parser():
         help="Seconds to sleep between cycles at the least (default: %(default)s).",
     )
     parser.add_argument(
+        "--owner",
+        metavar="USER",
+        help="Account that owns the destination, the logs and the database (default: the "
+        "one that ran sudo, else the one running this script).",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {make_database.__version__}"
+    )
+    parser.add_argument(
         "--no-sudo",
         action="store_true",
         help="Run rsync and make_database.py without sudo, when this account can read "
@@ -801,18 +916,29 @@ def check_args(args):
     return ""
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def settle(args):
+    """(users file, whether to use sudo) once the arguments, the owner and sudo are found
+    to work; CannotStart or UsersCsvError else. The owner is said once."""
     problem = check_args(args)
     if problem:
-        print(f"Error: {problem}", file=sys.stderr)
-        return 2
+        raise CannotStart(problem)
+    owner = owner_account(args.owner)
+    users_file = UsersFile(args.users_csv, monitor_paths(args))
+    sudo = not args.no_sudo and os.geteuid() != 0
+    if sudo:
+        check_sudo()
+    give_to(owner)
+    print(owner_note(owner, args.owner), file=sys.stderr if owner[1] == 0 else sys.stdout)
+    return users_file, sudo
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
-        users_file = UsersFile(args.users_csv, monitor_paths(args))
-    except make_database.UsersCsvError as error:
+        users_file, sudo = settle(args)
+    except (CannotStart, make_database.UsersCsvError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
-    sudo = not args.no_sudo and os.geteuid() != 0
     os.umask(0o077)
     stopper = Stopper()
     stopper.install()

@@ -3,16 +3,21 @@ folders, a real SQLite file. Each test is a finding of issue 9."""
 
 import errno
 import os
+import pathlib
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
-from conftest import rows, run_script, sync, write_json, write_text, write_users
+from conftest import ROOT, rows, run_script, sync, write_json, write_text, write_users
 from demo_course import execute_result, grade_cell, notebook
-from test_sync import dest_files, local, read_until, start_loop
+from test_sync import NOBODY, dest_files, local, read_until, start_loop
+
+import make_database as md
+import rsync_notebooks as rn
 
 LONG_NAME = "課題" * 39 + ".ipynb"  # 240 bytes: with `.bak_T` over the 255-byte limit
 
@@ -329,3 +334,113 @@ def test_a_symlink_to_the_destination_does_not_start_a_second_loop(hoge):
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=20)
+
+
+# ---------------------------------------------------------------------------- issue 11: service
+
+
+@pytest.fixture
+def instructor_home():
+    """A folder owned by `nobody` (standing in for the instructor) that `nobody` can reach
+    (pytest's own folders are root's only)."""
+    home = tempfile.mkdtemp(prefix="a1_instructor_", dir="/tmp")
+    os.chmod(home, 0o755)
+    os.chown(home, NOBODY, NOBODY)
+    yield pathlib.Path(home)
+    shutil.rmtree(home)
+
+
+def test_owner_gets_the_files_and_can_read_the_database(instructor_home):
+    """Started as plain root with --owner: the viewer's account reads the database."""
+    write_users(instructor_home / "users.csv", [("a", "hoge/a")])
+    write_text(instructor_home / "hoge/a/x.txt", "x")
+    result = sync(instructor_home, "--owner", "nobody")
+    assert "belong to nobody" in result.stdout
+    for name in ("sync_dest", "sync_logs", "sync.sqlite", "sync_dest.lock"):
+        assert (instructor_home / name).stat().st_uid == NOBODY, name
+    read = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "sqlite3", "sync.sqlite", "SELECT filename FROM summary"],
+        cwd=instructor_home,
+        capture_output=True,
+        text=True,
+    )
+    assert (read.returncode, read.stdout) == (0, "hoge/a/x.txt\n"), read.stderr
+
+
+def test_plain_root_without_owner_says_who_owns_the_files(hoge):
+    write_text(hoge / "hoge/a/notebooks/x.txt", "x")
+    result = sync(hoge)
+    assert "belong to root" in result.stderr and "--owner" in result.stderr
+
+
+def test_an_unknown_owner_is_refused_before_anything_is_made(hoge):
+    result = sync(hoge, "--owner", "no_such_account_here", check=False)
+    assert result.returncode == 2
+    assert "--owner no_such_account_here: no such account" in result.stderr
+    assert sorted(os.listdir(hoge)) == ["users.csv"]
+
+
+def test_sudo_that_needs_a_password_fails_clearly_instead_of_waiting(hoge, monkeypatch, capsys):
+    """As a user whose sudo asks for a password (a stand-in sudo: it waits at its prompt
+    unless given -n): the loop says what to do and exits 2, having made nothing."""
+    bin_dir = hoge / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sudo").write_text(
+        '#!/bin/sh\nif [ "$1" = -n ]; then echo "sudo: a password is required" >&2; exit 1; fi\n'
+        "sleep 5\n"
+    )
+    (bin_dir / "sudo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(os, "geteuid", lambda: NOBODY)  # not root
+    monkeypatch.chdir(hoge)
+    assert rn.main(["--repeat", "1", "--min-sleep", "0"]) == 2
+    assert "sudo needs a password: run as root or with --no-sudo" in capsys.readouterr().err
+    assert sorted(os.listdir(hoge)) == ["bin", "users.csv"]
+
+
+def test_each_cycle_is_one_summary_line(hoge):
+    """The rsync command is shown once; each cycle ends with what it did."""
+    write_text(hoge / "hoge/a/notebooks/x.txt", "1", 1_600_000_000)
+    write_text(hoge / "hoge/b/notebooks/y.txt", "1", 1_600_000_000)
+    loop = start_loop(hoge, "--repeat", 2, "--min-sleep", 1)
+    try:
+        first = read_until(loop, "took")
+        write_text(hoge / "hoge/a/notebooks/x.txt", "2", 1_600_000_100)
+    finally:
+        rest, _ = loop.communicate(timeout=60)
+    lines = (first + rest).splitlines()
+    (shown,) = [line for line in lines if "rsync " in line]
+    assert "<the 5 folders of users.csv>" in shown
+    summaries = [line for line in lines if "took" in line]
+    assert re.fullmatch(
+        r"copied 2 files, recorded 2 versions, 0 warnings, took [\d.]+ sec, sleep .*", summaries[0]
+    )
+    assert re.fullmatch(
+        r"copied 1 files, recorded 2 versions, 0 warnings, took [\d.]+ sec", summaries[1]
+    )
+    assert not any("make_database.py" in line for line in lines)
+
+
+def test_replay_counts_its_logs_and_ends_with_a_total(hoge):
+    for i in range(3):
+        write_text(hoge / "hoge/a/notebooks/x.txt", str(i), 1_600_000_000 + i)
+        sync(hoge)
+    result = run_script(
+        "rsync_notebooks.py", "--no-sudo", "--replay-log", "--db", "re.sqlite", cwd=hoge
+    )
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if " of 3" in line][:3] == [
+        "1 of 3",
+        "2 of 3",
+        "3 of 3",
+    ]
+    assert re.fullmatch(
+        r"replayed 3 of 3 logs in sync_logs, 0 failed: recorded 5 versions, 0 warnings,"
+        r" took [\d.]+ sec",
+        lines[-1],
+    )
+
+
+def test_version_is_the_projects():
+    result = run_script("rsync_notebooks.py", "--version", cwd=ROOT)
+    assert result.stdout.split() == ["rsync_notebooks.py", md.__version__]
