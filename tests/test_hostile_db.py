@@ -199,21 +199,47 @@ def test_versions_saved_in_the_same_second_keep_their_own_counts(tmp_path):
         assert rows(tmp_path / db, problems, (backup,)) == [("q1", "execute_result")]
 
 
+def test_a_previous_version_recorded_a_cycle_ago_is_not_parsed_again(tmp_path, monkeypatch):
+    """The same-second fix keeps the shortcut the loop's speed relies on: rsync keeps the
+    previous version by renaming the very file recorded a cycle ago, whose row is reused."""
+    write_users(tmp_path / "users.csv", [("a", "hoge/a")])
+    path = tmp_path / "hoge/a/nb.ipynb"
+    write_json(path, notebook([grade_cell("", "q1")]), mtime=1_600_000_000)
+    sync(tmp_path)
+    write_json(path, one_ok(), mtime=1_600_000_100)
+    monkeypatch.chdir(tmp_path)
+    log, _ = rsync_cycle(tmp_path, ["hoge/a"], apply=False)
+    parsed = []
+    parse_notebook = md.parse_notebook
+    monkeypatch.setattr(md, "parse_notebook", lambda p: parsed.append(p) or parse_notebook(p))
+    conn = md.connect("sync.sqlite")
+    try:
+        md.apply_log(conn, f"sync_logs/{log}", "sync_dest", md.read_users_csv("users.csv"))
+    finally:
+        conn.close()
+    assert parsed == [os.path.join("sync_dest", "hoge/a/nb.ipynb")]
+    assert counted(tmp_path / "sync.sqlite") == [
+        (f"hoge/a/nb.bak_{cycle_t(log)}.ipynb", 0, 0, 0, 0, 1),
+        ("hoge/a/nb.ipynb", 1, 0, 0, 0, 0),
+    ]
+
+
 # ---------------------------------------------------------------------------- 6. over max-size
 
 
-def rsync_cycle(root, sources):
-    """One cycle's rsync, as the loop runs it with --info=skip1 (which names the files over
-    --max-size), then make_database.py on its log; the log's name."""
-    t = rn.next_timestamp(time.time(), None, str(root / "sync_logs"))
+def rsync_cycle(root, sources, apply=True):
+    """One cycle's rsync, as the loop runs it (with --info=skip1, which names the files
+    over --max-size), then make_database.py on its log unless not `apply`; (the log's
+    name, make_database's CompletedProcess or None)."""
     os.makedirs(root / "sync_logs", exist_ok=True)
+    os.makedirs(root / "sync_dest" / rn.RSYNC_TEMP_DIR, exist_ok=True)
+    t = rn.next_timestamp(time.time(), None, str(root / "sync_logs"))
     suffix, log = f".bak_{rn.format_t(t)}", rn.log_path(str(root / "sync_logs"), t)
     command = rn.rsync_command(sources, "sync_dest", suffix, sudo=False)
-    if "--info=skip1" not in command:
-        command.insert(command.index("--"), "--info=skip1")
+    assert "--info=skip1" in command
     with rn.start_log(log, suffix) as stream:
         subprocess.run(command, cwd=root, stdout=stream, check=True)
-    result = run_script("make_database.py", "--log", log, cwd=root)
+    result = run_script("make_database.py", "--log", log, cwd=root) if apply else None
     return os.path.basename(log), result
 
 
@@ -223,7 +249,6 @@ def test_a_notebook_over_max_size_is_a_row_without_counts_once_per_change(hoge):
     write_json(big, notebook([grade_cell("x" * (11 << 20), "q1")]), mtime=1_600_000_000)
     write_json(hoge / "hoge/b/notebooks/nb.ipynb", one_ok(), mtime=1_600_000_000)
     sources = ["hoge/a/notebooks", "hoge/b/notebooks"]
-    (hoge / "sync_dest/.rsync_tmp").mkdir(parents=True)
     first, result = rsync_cycle(hoge, sources)
     recorded = f"hoge/a/notebooks/big.bak_{cycle_t(first)}.ipynb"
     assert "hoge/a/notebooks/big.ipynb is over max-size" in result.stderr
@@ -350,6 +375,7 @@ def test_versions_in_the_repeated_hour_keep_their_order(tmp_path):
         " ORDER BY d.epoch",
     )
     assert by_epoch == [("2021-10-31T02:30:00", 0), ("2021-10-31T02:10:00", 1)]
+    assert sorted(by_epoch) != by_epoch  # the local time alone puts them the wrong way round
 
 
 # ---------------------------------------------------------------------------- anything at all
