@@ -54,31 +54,30 @@ def version_label(version, problems):
 
 
 def render_version(dest, history, uid, rowid, url):
-    """The chosen version rendered, then its diff with the previous version."""
+    """The chosen version: when it was saved, its diff with the version before (folded
+    when long), then the notebook, each graded cell at its problem_anchor. Safe and bounded
+    (progress_views.notebook); a version that cannot be read is a message naming no path."""
     versions = history.versions.get(uid, [])
     index = next((i for i, v in enumerate(versions) if v.rowid == rowid), None)
     if index is None:
         return html.Div("That version is not in the database.")
-    version = versions[index]
     try:
-        cells = notebook.read_notebook(dest, version.filename)
-    except (ValueError, notebook.OutsideDestination) as error:
-        return html.Div(str(error), style={"color": "#b00"})
-    parts = [html.Div(f"saved {clock(version.t)}")]
+        current = notebook.read_notebook(dest, versions[index].filename)
+    except ValueError as error:
+        return html.Div(str(error), className="nb-unreadable", style={"color": "#b00"})
+    parts = [html.Div(f"saved {clock(versions[index].t)}", className="nb-saved")]
     if url:
         parts.append(html.A("open in Jupyter", href=url, target="_blank", rel="noopener"))
-    parts += notebook.render_notebook(cells, version.outcomes)
     if index > 0:
+        title = f"changes since {clock(versions[index - 1].t)}"
         try:
             previous = notebook.read_notebook(dest, versions[index - 1].filename)
-        except (ValueError, notebook.OutsideDestination):
-            previous = []
-        changes = notebook.cell_diff(previous, cells)
-        parts.append(html.H5(f"changes since {clock(versions[index - 1].t)}"))
-        parts += [
-            html.Div([html.B(f"cell {number}"), html.Pre("\n".join(lines), className="nb-diff")])
-            for number, lines in changes
-        ] or [html.Div("no change in the cells")]
+        except ValueError as error:
+            parts.append(html.Div(f"{title}: not shown (the version before: {error})"))
+        else:
+            parts.append(notebook.render_diff(notebook.cell_diff(previous, current), title))
+    rendered = notebook.render_notebook(current, versions[index].outcomes)
+    parts.append(html.Div(rendered, className="nb-notebook"))
     return html.Div(parts)
 
 
