@@ -2,8 +2,9 @@
 
 An assignment is a notebook's path relative to its owner's `notebooks` folder, so the same
 assignment can be compared across students. A student's state at moment M is their latest
-version of it saved at or before M. Times are whole seconds of local time (numpy int64),
-as the activity view's catalog keeps them.
+version of it saved at or before M. Times are whole seconds of local time (ints), as
+the activity view's catalog keeps them. The first screen's rules (stuck, idle, working,
+finished across every assignment) are class_at's.
 """
 
 import bisect
@@ -183,14 +184,14 @@ def progress_series(history, times, students):
     answered = np.zeros((len(history.problems), len(times)), dtype=np.int32)
     per_student = np.zeros((len(students), len(times)), dtype=np.int32)
     for row, uid in enumerate(students):
-        for column, moment in enumerate(times):
-            version = history.state_at(uid, moment)
-            if version is None:
-                continue
-            for index, problem in enumerate(history.problems):
-                if outcome_class(version.outcomes.get(problem)) == "answered":
-                    answered[index, column] += 1
-                    per_student[row, column] += 1
+        ends = np.searchsorted(history.times.get(uid, []), times, side="right")
+        columns = np.flatnonzero(ends)
+        if not len(columns):
+            continue
+        codes = b"".join(history.code(uid, int(end) - 1) for end in ends[columns])
+        done = np.frombuffer(codes, np.uint8).reshape(len(columns), -1) == CODES["answered"]
+        answered[:, columns] += done.T
+        per_student[row, columns] = done.sum(axis=1)
     if not len(students):
         zeros = np.zeros(len(times))
         return answered, zeros, zeros, zeros
@@ -459,67 +460,3 @@ def flag_row(uid, assignment, problem, kind, since, rowid, filename):
 def status_text(status):
     """`2 stuck, 1 idle, 30 working, 5 finished`."""
     return ", ".join(f"{status[kind]} {kind}" for kind in KINDS)
-
-
-# ---------------------------------------------------------------------------- stuck and idle
-
-
-def error_run_start(history, uid, problem, moment):
-    """The first version of the unbroken run of `error` on `problem` ending at `moment`."""
-    index = bisect.bisect_right(history.times[uid], moment)
-    start = None
-    for version in reversed(history.versions[uid][:index]):
-        if outcome_class(version.outcomes.get(problem)) != "error":
-            break
-        start = version
-    return start
-
-
-def stuck_and_idle(history, moment, minutes, students):
-    """Rows {student, kind, problem, since, rowid, filename} at `moment` with a window of
-    `minutes`, the version being the one the row's time is that of.
-
-    Stuck on p: p is `error` in the state at M - N and in every version saved in
-    (M - N, M]. Idle: unanswered problems remain, no version saved in (M - N, M], while at
-    least half of the class (students with a version by M) saved one then.
-    """
-    window_start = moment - minutes * 60
-    rows, class_size, saved_recently = [], 0, set()
-    for uid in students:
-        times = history.times.get(uid, [])
-        if not times or times[0] > moment:
-            continue
-        class_size += 1
-        lo, hi = bisect.bisect_right(times, window_start), bisect.bisect_right(times, moment)
-        if hi > lo:
-            saved_recently.add(uid)
-        before = history.state_at(uid, window_start)
-        if before is None:
-            continue
-        recent = history.versions[uid][lo:hi]
-        for problem in history.problems:
-            versions = [before, *recent]
-            if all(outcome_class(v.outcomes.get(problem)) == "error" for v in versions):
-                start = error_run_start(history, uid, problem, moment)
-                rows.append(row(uid, "stuck", problem, start))
-    for uid in students:
-        latest = history.state_at(uid, moment)
-        if latest is None or uid in saved_recently or 2 * len(saved_recently) < class_size:
-            continue
-        unanswered = [
-            p for p in history.problems if outcome_class(latest.outcomes.get(p)) != "answered"
-        ]
-        if unanswered:
-            rows.append(row(uid, "idle", unanswered[0], latest))
-    return rows
-
-
-def row(uid, kind, problem, version):
-    return {
-        "student": uid,
-        "kind": kind,
-        "problem": problem,
-        "since": version.t,
-        "rowid": version.rowid,
-        "filename": version.filename,
-    }

@@ -3,11 +3,10 @@ simulated 90-minute lab of 44 students synced by the real rsync_notebooks.py."""
 
 import os
 import time
-import urllib.parse
 
 import numpy as np
 import pytest
-from conftest import sync
+from conftest import ACCESS_TOKEN, private_access_db, sync
 from demo_course import (
     error_output,
     execute_result,
@@ -21,8 +20,9 @@ from demo_course import (
 )
 
 import progress_viewer as pv
-from progress_views import model, problems, version
+from progress_views import access, model, problems, version
 from progress_views import notebook as nbview
+from progress_views.data import Data
 
 MINUTE = 60
 
@@ -74,6 +74,15 @@ def test_sort_by_progress_and_errors():
     assert model.sort_students(h, MINUTE, ["a", "b", "c"], "errors", str) == ["c", "a", "b"]
 
 
+def flagged(h, moment, minutes):
+    """class_at's rows of one assignment, every version of it being a save."""
+    saves = model.saves_of(
+        (uid, v.t, v.rowid, v.filename) for uid, vs in h.versions.items() for v in vs
+    )
+    rows = model.class_at({h.assignment: h}, saves, moment, minutes).rows
+    return [(r["student"], r["kind"], r["problem"], r["since"]) for r in rows]
+
+
 def test_stuck_needs_the_error_at_m_minus_n_and_in_every_later_version():
     h = history(
         {
@@ -82,22 +91,18 @@ def test_stuck_needs_the_error_at_m_minus_n_and_in_every_later_version():
             "late": [(0, {"p": W}), (21, {"p": E}), (27, {"p": W})],
         }
     )
-    rows = model.stuck_and_idle(h, 30 * MINUTE, 10, ["stuck", "fixed", "late"])
-    assert [(r["student"], r["kind"], r["problem"], r["since"]) for r in rows] == [
-        ("stuck", "stuck", "p", 5 * MINUTE)
-    ]
+    assert flagged(h, 30 * MINUTE, 10) == [("stuck", "stuck", "p", 5 * MINUTE)]
 
 
 def test_idle_when_most_of_the_class_saved_but_they_did_not():
     busy = {f"s{i}": [(0, {"p": W}), (25, {"p": W})] for i in range(3)}
     h = history({**busy, "quiet": [(0, {"p": W})], "done": [(0, {"p": A})]})
-    rows = model.stuck_and_idle(h, 30 * MINUTE, 10, sorted(h.versions))
-    assert [(r["student"], r["kind"]) for r in rows] == [("quiet", "idle")]
+    assert flagged(h, 30 * MINUTE, 10) == [("quiet", "idle", "p", 0)]
     # when most of the class is quiet too, nobody is idle
     h = history(
         {"s0": [(0, {"p": W}), (25, {"p": W})], "quiet": [(0, {"p": W})], "q2": [(0, {"p": W})]}
     )
-    assert model.stuck_and_idle(h, 30 * MINUTE, 10, sorted(h.versions)) == []
+    assert flagged(h, 30 * MINUTE, 10) == []
 
 
 def test_progress_series_counts_answered_per_problem_and_quartiles():
@@ -177,18 +182,19 @@ def lab(tmp_path_factory):
         "SYNC_DEST": str(root / "sync_dest"),
         "USER_ATTRS": ["real_name", "team"],
         "PASSWD": "pw",
+        "ACCESS_TOKEN": ACCESS_TOKEN,
+        "ACCESS_DB": private_access_db(),
     }
-    context = pv.ActivityView(settings)
-    catalog, people = context.catalog_and_people()
-    h = problems.history_of(context, catalog, people, "pl01/pl01.ipynb")
+    data = Data(settings, access.PasswordGate(settings))
+    h = data.history("pl01/pl01.ipynb")
     local = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start + M_MINUTE * MINUTE))
     moment = int(np.datetime64(local, "s").astype(np.int64))
-    return course, h, moment, context
+    return course, h, moment, data
 
 
 def test_lab_stuck_and_idle_lists_name_exactly_the_planted_students(lab):
-    course, h, moment, _ = lab
-    rows = model.stuck_and_idle(h, moment, N, h.students)
+    course, h, moment, data = lab
+    rows = model.class_at(data.histories(), data.saves(), moment, N).rows
     stuck = {(r["student"], r["problem"]) for r in rows if r["kind"] == "stuck"}
     idle = {r["student"] for r in rows if r["kind"] == "idle"}
     assert stuck == {(uid, problem) for uid, problem, _ in STUCK}
@@ -198,6 +204,18 @@ def test_lab_stuck_and_idle_lists_name_exactly_the_planted_students(lab):
             planted = next(m for uid, _, m in STUCK if uid == r["student"])
             assert moment - (M_MINUTE - planted + 5) * MINUTE <= r["since"]
             assert r["since"] <= moment - (M_MINUTE - planted) * MINUTE + 1
+
+
+def test_lab_each_row_names_the_version_its_since_is_the_time_of(lab):
+    """A click on a row opens that version: the rowid and file name are the student's
+    version saved at `since` (the first error of the run, or the last save)."""
+    course, h, moment, data = lab
+    rows = model.class_at(data.histories(), data.saves(), moment, N).rows
+    assert {r["kind"] for r in rows} == {"stuck", "idle"}
+    for r in rows:
+        (version,) = [v for v in h.versions[r["student"]] if v.rowid == r["rowid"]]
+        assert (version.t, version.filename) == (r["since"], r["filename"])
+        assert r["minutes"] == (moment - r["since"]) // MINUTE
 
 
 def test_lab_heatmap_at_a_chosen_minute_matches_the_plan_cell_for_cell(lab):
@@ -215,27 +233,27 @@ def test_lab_heatmap_at_a_chosen_minute_matches_the_plan_cell_for_cell(lab):
     assert {"error", "answered", "non-empty"} <= {c for row in got for c in row}
 
 
-def test_lab_heatmap_callback_masks_names_and_exports_csv(lab):
-    course, h, moment, context = lab
-    people = context.catalog_and_people()[1]
-    labels = problems.student_labels(h.students, people, context.attrs, authorized=False)
+def test_lab_heatmap_masks_names_with_users_csv_numbers_and_exports_csv(lab):
+    course, h, moment, data = lab
+    labels = data.student_labels(h.students, False)
+    assert labels["u003"] == "student 3" and labels["u044"] == "student 44"
     figure = problems.heatmap_figure(h, moment, h.students, labels)
     assert figure["data"][0]["y"][0] == "student 1"
     assert "u003" not in str(figure) and "Sato" not in str(figure)
-    text = problems.heatmap_csv(h, moment, h.students, labels)
-    assert text.splitlines()[0].startswith("student,version saved,p1_1,p1_2")
+    text = problems.heatmap_frame(h, moment, h.students, labels).to_csv(index=False)
+    assert text.splitlines()[0].startswith("moment,student,version saved,p1_1,p1_2")
     assert len(text.splitlines()) == 45
-    named = problems.student_labels(h.students, people, context.attrs, authorized=True)
+    named = data.student_labels(h.students, True)
     assert named["u003"].startswith("u003 [")
 
 
 def test_lab_version_view_renders_a_version_and_its_diff(lab):
     from plotly.io.json import to_json_plotly
 
-    course, h, moment, context = lab
+    course, h, moment, data = lab
     versions = h.versions["u003"]
     shown = to_json_plotly(
-        version.render_version(context.settings["SYNC_DEST"], h, "u003", versions[-1].rowid, None)
+        version.render_version(data.settings["SYNC_DEST"], h, "u003", versions[-1].rowid, None)
     )
     assert "p1_5: error" in shown and "changes since" in shown
     assert "attempt" in shown
@@ -244,22 +262,9 @@ def test_lab_version_view_renders_a_version_and_its_diff(lab):
 def test_version_view_of_a_student_number_or_database_gone_is_empty_not_an_error(lab, tmp_path):
     """The browser's student number is from an earlier update: the list may have changed,
     or the database may be gone; the version view then shows nothing instead of failing."""
-    _, h, _, context = lab
-    assert version.current_history(context, "pl01/pl01.ipynb", 0).students == h.students
-    assert version.current_history(context, "pl01/pl01.ipynb", len(h.students)) is None
-    gone = pv.ActivityView({**context.settings, "SYNC_SQLITE": str(tmp_path / "gone.sqlite")})
+    _, h, _, data = lab
+    assert version.current_history(data, "pl01/pl01.ipynb", 0).students == h.students
+    assert version.current_history(data, "pl01/pl01.ipynb", len(h.students)) is None
+    settings = {**data.settings, "SYNC_SQLITE": str(tmp_path / "gone.sqlite")}
+    gone = Data(settings, access.PasswordGate(settings))
     assert version.current_history(gone, "pl01/pl01.ipynb", 0) is None
-
-
-def test_lab_stuck_table_links_each_row_to_its_version_only_with_the_password(lab):
-    course, h, moment, context = lab
-    labels = problems.student_labels(h.students, context.people(), context.attrs, True)
-    linked = problems.stuck_rows(h, moment, N, h.students, labels, context.file_url)
-    assert {r["kind"] for r in linked} == {"stuck", "idle"}
-    for r in linked:
-        (version,) = [v for v in h.versions[r["student"].split(" ")[0]] if v.rowid == r["rowid"]]
-        assert r["link"] == f"[open]({context.version_url_of(version.rowid)})"
-        assert urllib.parse.quote(version.filename, safe="/") in r["link"]
-    hidden = problems.student_labels(h.students, context.people(), context.attrs, False)
-    unlinked = problems.stuck_rows(h, moment, N, h.students, hidden, None)
-    assert [r["link"] for r in unlinked] == [""] * len(linked)
