@@ -305,6 +305,27 @@ def test_jupyter_and_rsync_temporary_files_are_never_recorded(hoge):
     ]
 
 
+def test_a_name_too_long_for_its_backup_name_is_recorded_without_one(hoge):
+    """`課題`*39 + `.ipynb` is 240 bytes: with `.bak_T` added no file can have the name, so
+    there is no previous version beside it (rsync_notebooks.py keeps those elsewhere). It
+    once failed the whole log with "File name too long"."""
+    long_name = "課題" * 39 + ".ipynb"
+    write_json(hoge / "sync_dest/hoge/a/notebooks" / long_name, one_ok())
+    write_json(hoge / "sync_dest/hoge/b/notebooks/nb.ipynb", one_ok())
+    (hoge / "sync_logs").mkdir()
+    log = "sync_logs/sync_2021-10-17T18:26:14.log"
+    lines = ["suffix=.bak_2021-10-17T18:26:14"]
+    lines += [
+        f">f.st......|hoge/{p}|" for p in (f"a/notebooks/{long_name}", "b/notebooks/nb.ipynb")
+    ]
+    write_text(hoge / log, "\n".join(lines) + "\n")
+    run_script("make_database.py", "--log", log, cwd=hoge)
+    assert counted(hoge / "sync.sqlite") == [
+        (f"hoge/a/notebooks/{long_name}", 1, 0, 0, 0, 0),
+        ("hoge/b/notebooks/nb.ipynb", 1, 0, 0, 0, 0),
+    ]
+
+
 # ---------------------------------------------------------------------------- 9. symlink race
 
 STUDENT_A, STUDENT_B = 12345, 12346
