@@ -12,7 +12,15 @@ file rsync listed:
 
 A record is one row of `summary` (file name relative to the destination, the copy's mtime,
 its owner from users.csv, and the counts of graded code cells by outcome) plus one row of
-`problems` per graded cell. Files under `.ipynb_checkpoints/` are copied but not recorded.
+`problems` per graded cell, and one of `version_details` (its time in UTC seconds, the
+file's own mtime, why it has no counts). Files under `.ipynb_checkpoints/` and temporary
+files are copied but not recorded.
+
+Nothing in one student's folder stops or fools it: a file that cannot be counted is a row
+without counts and a warning; an absurd mtime (before 2000, or past the cycle) gives way
+to the cycle's time; a file over rsync's --max-size is recorded, without counts, once per
+change; a copy owned by another student's account is removed, not recorded.
+
 Each log is applied in one transaction; applying it again, or after a crash, gives the same
 database as one clean run.
 
@@ -259,7 +267,7 @@ def folder_account(path):
     on the way that a non-root account made (a student who swapped a folder of theirs for
     a link to a classmate's), else of the folder itself. None for root, or when the path
     cannot be read: then there is nothing to check a copy's owner against."""
-    current, info = ("/" if path.startswith("/") else "."), None
+    current = "/" if path.startswith("/") else "."
     for part in path.split("/"):
         if part in ("", "."):
             continue
@@ -893,7 +901,8 @@ def oversize_records(conn, sync_log, folders, cycle, taken, warn):
         info = info if info and stat.S_ISREG(info.st_mode) else None
         key = version_key(info) if info else None
         name = text_name(backup_name(path, sync_log.suffix))
-        if last_seen.get(text_name(path), "never") == key or name in taken:
+        unchanged = text_name(path) in last_seen and last_seen[text_name(path)] == key
+        if unchanged or name in taken:
             continue
         t, epoch = version_time(info.st_mtime, cycle) if info else cycle
         warn(
