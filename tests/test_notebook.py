@@ -2,18 +2,28 @@
 before: safe (no student markup runs), readable (markdown, highlighted code, graded cells
 by outcome) and bounded (crafted notebooks render truncated, small and fast)."""
 
+import base64
 import json
 import os
 
 import pytest
 from demo_course import (
     code_cell,
+    display_png,
+    error_output,
+    execute_result,
+    grade_cell,
+    markdown_cell,
     notebook,
+    png_image,
     stream_output,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from plotly.io.json import to_json_plotly
 
 from progress_views import model, version
+from progress_views import notebook as nbview
 
 MB = 1024 * 1024
 
@@ -162,3 +172,256 @@ def test_an_unreadable_version_is_reported_without_its_path(tmp_path):
         version.render_version(str(tmp_path / "gone"), history, "u1", 1, None)
     )
     assert "cannot be read" in response and "u1" not in response
+
+
+# ---------------------------------------------------------------------------- readable and safe
+
+
+def walk(component):
+    """Every Dash component in the tree under `component`."""
+    if isinstance(component, (list, tuple)):
+        for child in component:
+            yield from walk(child)
+    elif hasattr(component, "to_plotly_json"):
+        yield component
+        yield from walk(getattr(component, "children", None))
+
+
+def rendered(cells, outcomes=None, kernelspec=None, tmp_path=None):
+    """The components of a notebook of `cells`, read back from a real file."""
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(notebook(cells, kernelspec)))
+    return nbview.render_notebook(nbview.read_notebook(str(tmp_path), "nb.ipynb"), outcomes or {})
+
+
+def of_class(components, name):
+    return [c for c in walk(components) if name in (getattr(c, "className", None) or "").split()]
+
+
+HOSTILE_MARKDOWN = (
+    "# Answer\n<script>window.pwned = 1</script>\n\n"
+    '<img src=x onerror="window.pwned = 2">\n\n'
+    "![tracker](http://attacker.invalid/t.png) and [a link](javascript:alert(1))"
+)
+
+
+def test_markdown_is_rendered_with_raw_html_escaped_and_no_images(tmp_path):
+    """A student's markdown is markdown (dcc.Markdown), never raw HTML, and makes the
+    browser fetch nothing: an image becomes a link."""
+    (shown,) = of_class(
+        rendered([markdown_cell(HOSTILE_MARKDOWN)], tmp_path=tmp_path), "nb-markdown"
+    )
+    assert shown.dangerously_allow_html is False
+    assert "<script>window.pwned = 1</script>" in shown.children
+    assert (
+        "![" not in shown.children and "[tracker](http://attacker.invalid/t.png)" in shown.children
+    )
+
+
+def test_code_is_a_fenced_block_in_the_notebooks_language_that_nothing_closes(tmp_path):
+    """Code is highlighted as the notebook's language (plain text for one highlight.js does
+    not know), and a run of backticks in the code cannot end the block."""
+    source = "s = '''\n````\n```\n'''\nprint(s)"
+    (code,) = of_class(rendered([code_cell(source)], tmp_path=tmp_path), "nb-code")
+    assert code.children == f"`````python\n{source}\n`````"
+    assert code.dangerously_allow_html is False
+    ocaml = {"name": "ocaml-jupyter", "language": "OCaml"}
+    (code,) = of_class(rendered([code_cell("x")], kernelspec=ocaml, tmp_path=tmp_path), "nb-code")
+    assert code.children == "```plaintext\nx\n```"
+
+
+def test_graded_cells_show_their_outcome_in_words_icon_colour_and_border(tmp_path):
+    """Graded cells read by outcome without relying on colour: the word, an icon and a
+    border style, beside the heatmap's colour."""
+    cells = [
+        grade_cell("1/0", "q1", [error_output("ZeroDivisionError", "division by zero")]),
+        grade_cell("1", "q2", [execute_result("1")]),
+        grade_cell("x", "q3"),
+        code_cell("ungraded"),
+    ]
+    shown = rendered(
+        cells, {"q1": "error", "q2": "execute_result", "q3": "non-empty"}, tmp_path=tmp_path
+    )
+    badges = [b.children[-1] for b in of_class(shown, "nb-badge")]
+    assert badges == ["✗ q1: error", "✓ q2: answered", "✎ q3: non-empty"]
+    error_cell, answered_cell = of_class(shown, "nb-outcome-error") + of_class(
+        shown, "nb-outcome-answered"
+    )
+    assert error_cell.style["borderLeft"] == f"6px double {model.CLASS_COLORS['error']}"
+    assert answered_cell.style["borderLeft"] == f"6px solid {model.CLASS_COLORS['answered']}"
+    assert len(of_class(shown, "nb-cell")) == 4 and len(of_class(shown, "nb-graded")) == 3
+    (traceback,) = of_class(shown, "nb-error")
+    assert traceback.children == "ZeroDivisionError: division by zero"  # no terminal colours
+
+
+def test_each_problem_has_one_anchor_made_safe_from_its_grade_id(tmp_path):
+    """The page scrolls to a problem by an id that the grade_id (the student's text) cannot
+    break out of; a copied cell does not repeat the id."""
+    hostile = '"><script>alert(1)</script>'
+    cells = [grade_cell("a", "q1"), grade_cell("b", hostile), grade_cell("c", "q1")]
+    ids = [c.id for c in walk(rendered(cells, tmp_path=tmp_path)) if getattr(c, "id", None)]
+    assert ids == [nbview.problem_anchor("q1"), nbview.problem_anchor(hostile)]
+    for anchor in ids:
+        assert anchor.startswith("problem-") and anchor[8:].isalnum() and len(anchor) == 24
+    assert nbview.problem_anchor("q1") != nbview.problem_anchor("q2")
+
+
+def test_png_outputs_are_images_only_when_valid_and_bounded(tmp_path):
+    png = png_image(4, 4)
+    big = png_image(700, 600)  # over MAX_IMAGE_CHARS once in base64
+    forged = {"output_type": "display_data", "data": {"image/png": "PHN2Zz4=", "text/plain": "fig"}}
+    cells = [
+        code_cell("ok", [display_png(png)]),
+        code_cell("big", [display_png(big)]),
+        code_cell("forged", [forged]),
+    ]
+    shown = rendered(cells, tmp_path=tmp_path)
+    (image,) = of_class(shown, "nb-image")
+    assert image.src.startswith("data:image/png;base64,iVBORw0KGgo")
+    notes = [n.children for n in of_class(shown, "nb-truncated")]
+    assert any("image not shown: over" in n for n in notes)
+    assert "image not shown: not a valid PNG" in notes
+
+
+def test_a_long_output_and_a_long_cell_are_cut_with_a_note(tmp_path):
+    cells = [code_cell("y = 1\n" * 5000, [stream_output("z" * 50_000)])]
+    shown = rendered(cells, tmp_path=tmp_path)
+    (stream,) = of_class(shown, "nb-stream")
+    assert len(stream.children) == nbview.MAX_OUTPUT_CHARS
+    notes = [n.children for n in of_class(shown, "nb-truncated")]
+    assert "… 40,000 more characters of this output not shown" in notes
+    assert "… 10,000 more characters of this cell not shown" in notes
+
+
+# ---------------------------------------------------------------------------- the diff
+
+
+def read(tmp_path, name, cells):
+    (tmp_path / name).write_text(json.dumps(notebook(cells)))
+    return nbview.read_notebook(str(tmp_path), name)
+
+
+def test_the_diff_labels_changed_cells_by_grade_id_and_others_by_number(tmp_path):
+    before = read(
+        tmp_path,
+        "a.ipynb",
+        [markdown_cell("# Lab"), grade_cell("x = 1", "q1"), grade_cell("", "q2")],
+    )
+    after = read(
+        tmp_path,
+        "b.ipynb",
+        [
+            markdown_cell("# Lab 1"),
+            grade_cell("x = 2", "q1", [execute_result("2")]),
+            grade_cell("", "q2"),
+        ],
+    )
+    diff = nbview.cell_diff(before, after)
+    assert [(c.label, c.status) for c in diff.changes] == [("cell 1", "changed"), ("q1", "changed")]
+    assert diff.changes[1].lines == ["@@ -1 +1,2 @@", "-x = 1", "+x = 2", "+[execute_result] 2"]
+    section = nbview.render_diff(diff, "changes since 10:00:00")
+    assert section.children[0].children == "changes since 10:00:00: cell 1 changed, q1 changed"
+    assert [s.children for s in of_class(section, "nb-diff-add")] == [
+        "+# Lab 1",
+        "+x = 2",
+        "+[execute_result] 2",
+    ]
+    assert [s.children for s in of_class(section, "nb-diff-del")] == ["-# Lab", "-x = 1"]
+
+
+def test_an_inserted_cell_is_one_added_cell_not_every_cell_after_it(tmp_path):
+    cells = [grade_cell(f"answer {i}", f"q{i}") for i in range(5)]
+    before = read(tmp_path, "a.ipynb", cells)
+    after = read(tmp_path, "b.ipynb", cells[:2] + [code_cell("scratch")] + cells[2:4])
+    diff = nbview.cell_diff(before, after)
+    assert [(c.label, c.status) for c in diff.changes] == [("cell 3", "added"), ("q4", "removed")]
+    assert diff.changes[0].lines == ["@@ -0,0 +1 @@", "+scratch"]
+    assert nbview.render_diff(nbview.cell_diff(before, before), "since").children == (
+        "since: no change in the cells"
+    )
+
+
+# ---------------------------------------------------------------------------- any shape
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+TEXT = st.text(max_size=30) | st.lists(st.text(max_size=10) | JSON, max_size=4) | JSON
+PNG_BASE64 = st.sampled_from(["iVBORw0KGgo=", base64.b64encode(png_image(2, 2)).decode(), "?"])
+OUTPUT = st.fixed_dictionaries(
+    {},
+    optional={
+        "output_type": st.sampled_from(
+            ["stream", "error", "pyerr", "execute_result", "display_data", "pyout"]
+        )
+        | JSON,
+        "text": TEXT,
+        "traceback": TEXT,
+        "ename": TEXT,
+        "evalue": TEXT,
+        "data": st.fixed_dictionaries(
+            {}, optional={"image/png": PNG_BASE64 | TEXT, "text/plain": TEXT}
+        )
+        | JSON,
+        "png": PNG_BASE64 | TEXT,
+    },
+)
+NBGRADER = st.fixed_dictionaries(
+    {}, optional={"grade_id": st.sampled_from(["q1", "q2"]) | JSON, "grade": st.booleans() | JSON}
+)
+CELL = st.fixed_dictionaries(
+    {},
+    optional={
+        "cell_type": st.sampled_from(["code", "markdown", "raw", "heading"]) | JSON,
+        "source": TEXT,
+        "input": TEXT,
+        "level": JSON,
+        "outputs": st.lists(OUTPUT | JSON, max_size=4) | JSON,
+        "metadata": st.fixed_dictionaries({}, optional={"nbgrader": NBGRADER | JSON}) | JSON,
+    },
+)
+NOTEBOOK = st.fixed_dictionaries(
+    {},
+    optional={
+        "cells": st.lists(CELL | JSON, max_size=6) | JSON,
+        "worksheets": st.lists(st.fixed_dictionaries({}, optional={"cells": st.lists(CELL)}) | JSON)
+        | JSON,
+        "metadata": st.fixed_dictionaries(
+            {},
+            optional={
+                "kernelspec": st.fixed_dictionaries({}, optional={"language": TEXT}) | JSON,
+                "language_info": st.fixed_dictionaries({}, optional={"name": TEXT}) | JSON,
+            },
+        )
+        | JSON,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    before=NOTEBOOK | JSON,
+    after=NOTEBOOK | JSON,
+    outcomes=st.dictionaries(JSON.filter(lambda value: isinstance(value, str)), JSON, max_size=3),
+)
+def test_any_notebook_shaped_json_reads_renders_and_diffs_or_is_unreadable(
+    tmp_path_factory, before, after, outcomes
+):
+    """Whatever JSON a student saves, reading it gives a Notebook or the documented
+    ValueError, and rendering and diffing it give components the server can send."""
+    folder = tmp_path_factory.mktemp("any")
+    read_back = []
+    for name, content in (("a.ipynb", before), ("b.ipynb", after)):
+        (folder / name).write_bytes(json.dumps(content).encode())
+        try:
+            read_back.append(nbview.read_notebook(str(folder), name))
+        except ValueError as error:
+            assert str(error) == "this version is not a readable notebook"
+            read_back.append(nbview.Notebook([], 0))
+    previous, current = read_back
+    to_json_plotly(nbview.render_notebook(current, outcomes))
+    to_json_plotly(nbview.render_diff(nbview.cell_diff(previous, current), "since"))
