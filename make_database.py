@@ -864,7 +864,8 @@ def build_records(conn, dest, versions, folders, cycle, warn, parsing=None):
             continue
         found = folder_of(source, folders)
         user = found[1] if found else None
-        if user and foreign_copy(info, accounts.of(user)):
+        # only a copy this cycle made: a previous version was checked when it was made
+        if user and filename == source and foreign_copy(info, accounts.of(user)):
             remove_foreign_copy(path, user, accounts.of(user), info, warn)
             continue
         owner = user.uid if user else UNKNOWN_OWNER
