@@ -306,8 +306,11 @@ def test_a_killed_transfer_leaves_no_temporary_file_among_the_copies(hoge):
             p.is_file() and TEMP_NAME.fullmatch(p.name) for p in (hoge / "sync_dest").rglob("*")
         ):
             time.sleep(0.05)
-        for pid in descendants(loop.pid):
-            os.kill(pid, signal.SIGKILL)
+        # all frozen first: none may see another die and clean up after it
+        below = descendants(loop.pid)
+        for number in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in below:
+                os.kill(pid, number)
     finally:
         loop.communicate(timeout=60)
     left = [p for p in (hoge / "sync_dest").rglob("*") if TEMP_NAME.fullmatch(p.name)]
