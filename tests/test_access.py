@@ -5,6 +5,7 @@ import base64
 import logging
 import os
 import re
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -424,3 +425,28 @@ def test_gunicorn_workers_share_one_token_and_one_cookie_key(course, tmp_path): 
         stop(server)
     served_by = {line.split()[0] for line in server.stdout if line.split()[1:] == ["200"]}
     assert len(served_by) == 2  # both workers answered, with the one token and cookie key
+
+
+def test_the_demo_prints_the_token_url_and_the_page_works_from_it(tmp_path):
+    """`./run demo`: the viewer's ready URL carries the token; the page opens from it."""
+    port = free_port()
+    command = [sys.executable, os.path.join(ROOT, "tools", "demo.py"), "--dir", tmp_path / "d"]
+    command += ["--students", 3, "--assignments", 1, "--minutes", 10, "--step", 10]
+    demo = subprocess.Popen(
+        [*map(str, command), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # the demo and the viewer it starts stop together
+    )
+    try:
+        served = next(line for line in demo.stdout if line.startswith("serving "))
+        (url,) = re.findall(rf"http://127\.0\.0\.1:{port}/\?token=\S+", served)
+        wait_until_listening(url)
+        browser = requests.Session()
+        assert browser.get(url, timeout=30).status_code == 200
+        assert browser.get(f"http://127.0.0.1:{port}/_dash-layout", timeout=30).ok
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 401
+    finally:
+        os.killpg(demo.pid, signal.SIGTERM)
+        demo.wait(timeout=20)

@@ -91,7 +91,7 @@ def main(argv=None):
     viewer = os.path.join(ROOT, "progress_viewer.py")
     if args.no_viewer or not os.path.exists(viewer):
         return 0
-    print(f"\nViewer: http://{args.host}:{args.port}/  (password for names: {DEMO_PASSWORD})")
+    print(f"\nViewer: the URL below, with its token (password for names: {DEMO_PASSWORD})")
     print("Ctrl-C stops it.", flush=True)
     command = [sys.executable, viewer, "--host", args.host, "--port", str(args.port)]
     try:
