@@ -134,22 +134,41 @@ ORDER BY s.rowid, p.rowid
 """
 
 
-def load_history(conn, assignment, rows):
-    """The History of one assignment from [(uid, t, rowid)] and the problems table."""
-    by_rowid = {}
-    rowids = [int(rowid) for _, _, rowid in rows]
+def load_history(conn, assignment, rows, previous=None):
+    """The History of one assignment from [(uid, t, rowid)] and the problems table.
+
+    previous: this assignment's History read from the same database file before its last
+    change, or None. Its versions whose (rowid, t) are still in `rows` are reused, so after
+    a sync cycle only the new versions are read (make_database gives a changed row a new
+    rowid or time). A database replaced by another file needs previous=None.
+    """
+    known = {}
+    if previous is not None:
+        known = {(v.rowid, v.t): v for vs in previous.versions.values() for v in vs}
+    rows = sorted((uid, int(t), int(rowid)) for uid, t, rowid in rows)
+    read = read_versions(conn, [rowid for _, t, rowid in rows if (rowid, t) not in known])
+    versions = {}
+    for uid, t, rowid in rows:
+        version = known.get((rowid, t))
+        if version is None:
+            filename, outcomes = read.get(rowid, ("", {}))
+            version = Version(t, rowid, filename, outcomes)
+        versions.setdefault(uid, []).append(version)
+    # the distinct lists of grade_ids, in the order first seen, are enough to order them
+    seen = {tuple(v.outcomes): None for vs in versions.values() for v in vs}
+    return History(assignment, problem_order(seen), versions)
+
+
+def read_versions(conn, rowids):
+    """{rowid: (filename, {grade_id: result})} of these summary rows."""
+    found = {}
     for start in range(0, len(rowids), 50000):
         chunk = json.dumps(rowids[start : start + 50000])
         for rowid, filename, grade_id, result in conn.execute(VERSIONS_QUERY, (chunk,)):
-            entry = by_rowid.setdefault(rowid, (filename, {}))
+            entry = found.setdefault(rowid, (filename, {}))
             if grade_id is not None:
                 entry[1][grade_id] = result
-    versions = {}
-    for uid, t, rowid in sorted(rows, key=lambda row: (row[0], row[1], row[2])):
-        filename, outcomes = by_rowid.get(int(rowid), ("", {}))
-        versions.setdefault(uid, []).append(Version(int(t), int(rowid), filename, outcomes))
-    order = problem_order(v.outcomes for vs in versions.values() for v in vs)
-    return History(assignment, order, versions)
+    return found
 
 
 # ---------------------------------------------------------------------------- heatmap
@@ -245,12 +264,26 @@ class Saves:
 
 def saves_of(rows):
     """Saves from [(uid, t, rowid, filename)] in any order (t in seconds)."""
-    times, rowids, filenames = {}, {}, {}
-    for uid, t, rowid, filename in sorted(rows, key=lambda row: (row[0], row[1], row[2])):
-        times.setdefault(uid, []).append(int(t))
-        rowids.setdefault(uid, []).append(int(rowid))
-        filenames.setdefault(uid, []).append(filename)
-    return Saves(times, rowids, filenames)
+    rows = list(rows)
+    if not rows:
+        return Saves({}, {}, {})
+    uids, times, rowids, filenames = zip(*rows)
+    return grouped_saves(uids, np.asarray(times, np.int64), np.asarray(rowids, np.int64), filenames)
+
+
+def grouped_saves(uids, times, rowids, filenames):
+    """Saves from parallel sequences, one sort for all students (numpy, not per row)."""
+    names, owner = np.unique(np.asarray(uids, dtype=str), return_inverse=True)
+    order = np.lexsort((rowids, times, owner))
+    bounds = np.searchsorted(owner[order], np.arange(len(names) + 1)).tolist()
+    ordered = (times[order].tolist(), rowids[order].tolist(), [filenames[i] for i in order])
+    saves = Saves({}, {}, {})
+    for number, uid in enumerate(names.tolist()):
+        start, end = bounds[number], bounds[number + 1]
+        saves.times[uid] = ordered[0][start:end]
+        saves.rowids[uid] = ordered[1][start:end]
+        saves.filenames[uid] = ordered[2][start:end]
+    return saves
 
 
 # Every version of every file whose owner users.csv knows; `unknown` is make_database's
@@ -264,18 +297,17 @@ def load_saves(conn, unknown_owner="unknown"):
     if not rows:
         return Saves({}, {}, {})
     owners, texts, rowids, filenames = zip(*rows)
-    seconds = np.array([to_seconds(text) for text in texts], dtype=np.int64)
-    readable = seconds != NOT_A_TIME
-    return saves_of(
-        (owner, t, rowid, filename)
-        for owner, t, rowid, filename, ok in zip(
-            owners, seconds.tolist(), rowids, filenames, readable
-        )
-        if ok
+    seconds = seconds_of(texts)
+    readable = np.flatnonzero(seconds != NOT_A_TIME)
+    return grouped_saves(
+        [owners[i] for i in readable],
+        seconds[readable],
+        np.asarray(rowids, np.int64)[readable],
+        [filenames[i] for i in readable],
     )
 
 
-NOT_A_TIME = np.iinfo(np.int64).min
+NOT_A_TIME = np.iinfo(np.int64).min  # also what numpy makes of NaT
 
 
 def to_seconds(text):
@@ -284,6 +316,14 @@ def to_seconds(text):
         return int(np.datetime64(text, "s").astype(np.int64))
     except (ValueError, TypeError):
         return NOT_A_TIME
+
+
+def seconds_of(texts):
+    """to_seconds of many, in one numpy pass unless one of them is not a time."""
+    try:
+        return np.array(texts, dtype="datetime64[s]").astype(np.int64)
+    except (ValueError, TypeError):
+        return np.array([to_seconds(text) for text in texts], dtype=np.int64)
 
 
 def pseudonyms(uids):

@@ -372,3 +372,33 @@ def test_two_assignments_planted_moments_cover_every_kind(two_assignments):
     # at minute 90 most of the class has finished and stopped saving: nobody is idle
     assert not class_is_saving(by_uid, 90)
     assert model.class_at(histories, saves, seconds_at(start, 90), N).status["idle"] == 0
+
+
+def test_a_history_read_again_after_a_sync_cycle_reusing_the_previous_equals_a_fresh_read(
+    tmp_path,
+):
+    """After a cycle only the new versions are read; the History is the same as one read
+    from scratch (a replaced notebook's row gets a new rowid, its backup a new name)."""
+    course_ = demo_course.make_course(6, 1, problems=5, minutes=40, steady=True)
+    demo_course.write_users_csv(tmp_path / "users.csv", course_.students)
+    start = int(time.time()) - 40 * MINUTE
+
+    def cycles(minutes):
+        for minute in minutes:
+            demo_course.write_course_at(str(tmp_path), course_, minute, start)
+            sync(tmp_path)
+        return load_class(tmp_path)[0]["pl01/pl01.ipynb"]
+
+    before = cycles(range(0, 21, 5))
+    fresh = cycles(range(25, 41, 5))
+    rows = [(uid, v.t, v.rowid) for uid, vs in fresh.versions.items() for v in vs]
+    conn = sqlite3.connect(tmp_path / "sync.sqlite")
+    try:
+        reused = model.load_history(conn, "pl01/pl01.ipynb", rows, previous=before)
+    finally:
+        conn.close()
+    assert reused.problems == fresh.problems
+    assert reused.versions == fresh.versions
+    assert sum(len(vs) for vs in fresh.versions.values()) > sum(
+        len(vs) for vs in before.versions.values()
+    )
