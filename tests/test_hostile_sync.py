@@ -74,6 +74,20 @@ def test_a_long_file_name_stops_nobody(hoge, locale):
     ]
 
 
+def test_a_folder_with_a_long_name_is_copied_as_usual(hoge):
+    """The filter leaves out long file names only: a folder's name gets no suffix."""
+    path = f"hoge/a/notebooks/{LONG_NAME[: -len('.ipynb')]}/nb.ipynb"
+    write_json(hoge / path, answered("1"), 1_600_000_000)
+    sync(hoge)
+    write_json(hoge / path, answered("2"), 1_600_000_100)
+    sync(hoge)
+    assert (hoge / "sync_dest" / path).read_text() == (hoge / path).read_text()
+    assert [t for _, t in versions(hoge / "sync.sqlite", "hoge/a")] == [
+        local(1_600_000_000),
+        local(1_600_000_100),
+    ]
+
+
 def test_a_failed_rsync_does_not_stop_the_others_in_later_cycles(hoge):
     """An rsync that fails whenever it copies a's folder (here: a wrapper around the real
     rsync): the next cycle copies folder by folder, so b's work is copied and recorded."""
@@ -161,11 +175,10 @@ def small_disk(tmp_path):
 def fill(disk):
     """Fill `disk` up with one file; its path."""
     filler = disk / "filler"
-    with open(filler, "wb") as stream:
+    with open(filler, "wb", buffering=0) as stream:
         try:
             while True:
                 stream.write(b"\0" * 65536)
-                stream.flush()
         except OSError as error:
             assert error.errno == errno.ENOSPC
     return filler
@@ -197,6 +210,24 @@ def test_a_full_disk_is_reported_and_the_loop_recovers_when_space_returns(tmp_pa
     assert [t for _, t in recorded] == [local(1_600_000_000), local(1_600_000_100)]
     assert all(os.path.getsize(log) > 0 for log in (small_disk / "logs").iterdir())
     assert "took" in sync(tmp_path, *where, "--db", small_disk / "db.sqlite").stdout
+
+
+def test_the_disk_set_aside_for_a_log_is_there_when_the_disk_fills_up(small_disk):
+    """A log started with 1 MB set aside takes rsync's output after the disk is full, and
+    gives back what it did not use."""
+    log = small_disk / "sync_T.log"
+    with rn.start_log(str(log), ".bak_T", reserve=1024 * 1024) as stream:
+        fill(small_disk)
+        stream.write(b">f+++++++++|hoge/a/nb.ipynb|\n" * 20_000)
+        rn.end_log(stream)
+    assert log.stat().st_size == len("suffix=.bak_T\n") + 20_000 * 29
+
+
+def test_a_log_that_cannot_be_started_is_not_left_behind(small_disk):
+    fill(small_disk)
+    with pytest.raises(OSError):
+        rn.start_log(str(small_disk / "sync_T.log"), ".bak_T", reserve=1024 * 1024)
+    assert not (small_disk / "sync_T.log").exists()
 
 
 def test_an_empty_or_cut_log_left_behind_never_blocks_a_start(hoge):
