@@ -9,7 +9,7 @@ import shutil
 import time
 
 import pytest
-from conftest import ROOT, sync, write_json
+from conftest import ROOT, open_page, sync, write_json
 from demo_course import execute_result, grade_cell, notebook
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
@@ -65,7 +65,7 @@ def type_into(dash_duo, component_id, text):
 
 def test_page_shows_the_class_and_the_password_reveals_names(dash_duo, course):  # noqa: F811
     app = pv.create_app(settings_for(course))
-    dash_duo.start_server(app)
+    open_page(dash_duo, app)
     dash_duo.wait_for_text_to_equal(f"#{pv.Ids.n_rows}", "24 rows", timeout=20)
     dash_duo.wait_for_element(f"#{pv.Ids.graph} .ytick text", timeout=20)
     wait_until(lambda: len(tick_labels(dash_duo)) == 24)
@@ -85,7 +85,7 @@ def test_page_shows_the_class_and_the_password_reveals_names(dash_duo, course): 
 
 def test_suggested_group_filters_and_bad_regexp_is_a_message(dash_duo, course):  # noqa: F811
     app = pv.create_app(settings_for(course))
-    dash_duo.start_server(app)
+    open_page(dash_duo, app)
     dash_duo.wait_for_text_to_equal(f"#{pv.Ids.n_rows}", "24 rows", timeout=20)
     dash_duo.find_element("details summary").click()
     group = r"^class/[^/]+/notebooks/pl02/pl02\.ipynb$"
@@ -105,7 +105,7 @@ def test_suggested_group_filters_and_bad_regexp_is_a_message(dash_duo, course): 
 
 def test_clicking_a_marker_gives_a_link_to_the_version(dash_duo, course):  # noqa: F811
     settings = settings_for(course, URL_TEMPLATE="http://hub.example/notebooks/{filename}")
-    dash_duo.start_server(pv.create_app(settings))
+    open_page(dash_duo, pv.create_app(settings))
     type_into(dash_duo, pv.Ids.passwd, "s3cret")
     wait_until(lambda: any("Alice" in label for label in tick_labels(dash_duo)))
     dash_duo.driver.set_window_size(1300, 1400)
@@ -121,7 +121,7 @@ def test_clicking_a_marker_gives_a_link_to_the_version(dash_duo, course):  # noq
 
 def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
     """The heatmap renders, the slider moves M, a click opens the version, CSV downloads."""
-    dash_duo.start_server(pv.create_app(settings_for(course)))
+    open_page(dash_duo, pv.create_app(settings_for(course)))
     dash_duo.driver.set_window_size(1300, 1400)
     heatmap = f"#{problems.Ids.heatmap}"
     dash_duo.wait_for_element(f"{heatmap} .heatmaplayer", timeout=20)
@@ -181,7 +181,7 @@ def test_file_names_with_markup_show_literally_and_links_are_encoded(dash_duo, t
         "PASSWD": "pw",
         "URL_TEMPLATE": "http://hub.example/n/{filename}",
     }
-    dash_duo.start_server(pv.create_app(settings))
+    open_page(dash_duo, pv.create_app(settings))
     wait_until(lambda: tick_labels(dash_duo) == [f"{name} *"])
     assert not dash_duo.find_elements(f"#{pv.Ids.graph} .ytick b")
     type_into(dash_duo, pv.Ids.passwd, "pw")
