@@ -92,8 +92,8 @@ def load_settings(config_path=None, overrides=None):
             LOG.warning("%s: unknown setting %s is ignored", path, unknown)
         settings.update({k: v for k, v in values.items() if k.isupper() and k in DEFAULTS})
         base = os.path.dirname(os.path.abspath(path))
-        for key in ("SYNC_SQLITE", "USERS_CSV", "SYNC_DEST"):
-            if key in values:
+        for key in ("SYNC_SQLITE", "USERS_CSV", "SYNC_DEST", "ACCESS_DB"):
+            if values.get(key):
                 settings[key] = os.path.join(base, settings[key])
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return settings

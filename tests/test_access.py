@@ -450,3 +450,10 @@ def test_the_demo_prints_the_token_url_and_the_page_works_from_it(tmp_path):
     finally:
         os.killpg(demo.pid, signal.SIGTERM)
         demo.wait(timeout=20)
+
+
+def test_access_db_in_a_config_file_is_beside_it(tmp_path):
+    (tmp_path / "progress_viewer_config.py").write_text('ACCESS_DB = "private/access.sqlite"\n')
+    settings = pv.load_settings(str(tmp_path / "progress_viewer_config.py"))
+    assert access.access_db_path(settings) == str(tmp_path / "private" / "access.sqlite")
+    assert access.access_db_path(pv.DEFAULTS) == os.path.abspath(access.ACCESS_DB_NAME)
