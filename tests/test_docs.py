@@ -1,5 +1,7 @@
-"""The README cannot drift from the scripts: every flag of every script is documented."""
+"""The README cannot drift from the scripts: every flag of every script, every test file and
+CI's command are in it."""
 
+import glob
 import os
 import re
 
@@ -26,9 +28,22 @@ def test_every_flag_appears_in_the_readme(module):
     assert missing == []
 
 
-def test_readme_quick_start_commands_exist():
+def test_ci_runs_exactly_the_readmes_test_command():
+    """CI's script runs `./run test`, the command the README gives for the tests."""
     with open(os.path.join(ROOT, "README.md")) as stream:
         readme = stream.read()
-    assert "./run demo" in readme and "./run test" in readme
+    assert re.search(r"^\./run test +# ", readme, flags=re.MULTILINE)
     with open(os.path.join(ROOT, ".ci", "run")) as stream:
-        assert "./run test" in stream.read()
+        commands = [line for line in stream.read().splitlines() if not line.startswith("#")]
+    assert commands[-1] == "exec ./run test"
+
+
+def test_every_test_file_is_described_in_the_readme():
+    """The README's Tests section says what each tests/test_*.py checks."""
+    with open(os.path.join(ROOT, "README.md")) as stream:
+        readme = stream.read()
+    section = readme[readme.index("## Tests\n") : readme.index("## Benchmarks\n")]
+    files = sorted(
+        os.path.basename(path) for path in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))
+    )
+    assert [name for name in files if f"`{name}`" not in section] == []
