@@ -219,6 +219,12 @@ def outputs_of(cell):
     return [o for o in outputs[:MAX_OUTPUTS] if isinstance(o, dict)], len(outputs)
 
 
+def output_type(output):
+    """`stream`, `error`, `execute_result`, ... ("" for a forged one that is not text)."""
+    kind = output.get("output_type")
+    return kind if isinstance(kind, str) else ""
+
+
 def output_data(output):
     """The mime bundle of an output (v4 `data`), or the output itself (v3 keeps `png`,
     `text` at the top)."""
@@ -239,7 +245,7 @@ def error_text(output):
 def output_text(output):
     """The text an output shows: a stream's text, an error's traceback, a result's
     text/plain."""
-    kind = output.get("output_type")
+    kind = output_type(output)
     if kind == "stream":
         return text_of(output.get("text"))
     if kind in ("error", "pyerr"):
@@ -355,7 +361,7 @@ def png_data_url(output, images):
 def render_output(output, budget, images):
     """Dash components for one output: text (a traceback without terminal colours) or a
     PNG image."""
-    kind = output.get("output_type")
+    kind = output_type(output)
     if kind not in ("stream", "error", "pyerr"):
         url, why = png_data_url(output, images)
         if url:
@@ -400,10 +406,16 @@ def outcome_badge(grade_id, kind):
 
 
 def render_cell(cell, number, language, outcomes, budget, images, anchor=None):
-    """One cell: a graded cell with its outcome in `outcomes` (badge, colour and border
-    style) and, for the first cell of its grade_id, the anchor the page scrolls to."""
+    """One cell: a graded cell with its outcome (badge, colour and border style) and, for
+    the first cell of its grade_id, the anchor the page scrolls to. The outcome is the
+    version's in `outcomes`, as the heatmap shows it, else the cell's own."""
     grade_id = grade_id_of(cell)
-    kind = outcome_class(outcomes.get(grade_id)) if grade_id is not None else None
+    kind = None
+    if grade_id is not None:
+        result = outcomes.get(grade_id)
+        if not isinstance(result, str):
+            result = make_database.cell_outcome(cell)
+        kind = outcome_class(result)
     color = CLASS_COLORS.get(kind, "#3c78d8") if kind else "#e4e4e4"
     border = OUTCOME_MARKS.get(kind, ("", "solid"))[1] if kind else "solid"
     header = [html.Div(f"cell {number}", className="nb-cell-number", style=NOTE_STYLE)]
@@ -460,13 +472,13 @@ def cell_text(cell):
     parts = [make_database.cell_source(cell)]
     outputs, count = outputs_of(cell)
     for output in outputs:
-        kind = output.get("output_type")
+        kind = output_type(output)
         if kind in ("error", "pyerr"):
             text = f"{text_of(output.get('ename'))}: {text_of(output.get('evalue'))}"
         else:
             text = output_text(output)
         if text:
-            parts.append(f"[{text_of(kind) or 'output'}] {text}")
+            parts.append(f"[{kind or 'output'}] {text}")
     if count > MAX_OUTPUTS:
         parts.append(f"[{count - MAX_OUTPUTS:,} more outputs]")
     return "\n".join(parts)

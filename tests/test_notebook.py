@@ -5,8 +5,11 @@ by outcome) and bounded (crafted notebooks render truncated, small and fast)."""
 import base64
 import json
 import os
+import shutil
 
+import dash
 import pytest
+from dash import html
 from demo_course import (
     code_cell,
     display_png,
@@ -232,16 +235,15 @@ def test_code_is_a_fenced_block_in_the_notebooks_language_that_nothing_closes(tm
 
 def test_graded_cells_show_their_outcome_in_words_icon_colour_and_border(tmp_path):
     """Graded cells read by outcome without relying on colour: the word, an icon and a
-    border style, beside the heatmap's colour."""
+    border style, beside the heatmap's colour. The outcome is the version's, as recorded
+    (q1, q2), else the cell's own (q3)."""
     cells = [
         grade_cell("1/0", "q1", [error_output("ZeroDivisionError", "division by zero")]),
         grade_cell("1", "q2", [execute_result("1")]),
         grade_cell("x", "q3"),
         code_cell("ungraded"),
     ]
-    shown = rendered(
-        cells, {"q1": "error", "q2": "execute_result", "q3": "non-empty"}, tmp_path=tmp_path
-    )
+    shown = rendered(cells, {"q1": "error", "q2": "execute_result"}, tmp_path=tmp_path)
     badges = [b.children[-1] for b in of_class(shown, "nb-badge")]
     assert badges == ["✗ q1: error", "✓ q2: answered", "✎ q3: non-empty"]
     error_cell, answered_cell = of_class(shown, "nb-outcome-error") + of_class(
@@ -425,3 +427,41 @@ def test_any_notebook_shaped_json_reads_renders_and_diffs_or_is_unreadable(
     previous, current = read_back
     to_json_plotly(nbview.render_notebook(current, outcomes))
     to_json_plotly(nbview.render_diff(nbview.cell_diff(previous, current), "since"))
+
+
+# ---------------------------------------------------------------------------- in a browser
+
+
+@pytest.mark.skipif(not shutil.which("chromedriver"), reason="chromium-driver is not installed")
+def test_in_a_browser_student_markup_never_runs_and_code_is_highlighted(dash_duo, tmp_path):
+    """In headless Chromium: a student's `<script>`, `<img onerror>`, image and
+    `javascript:` link stay inert text or plain links; a code cell is highlighted and
+    shown exactly, backticks included; the clicked problem's anchor exists."""
+    source = "def f(x):\n    return '```'  # a fence inside\n"
+    cells = [markdown_cell(HOSTILE_MARKDOWN), grade_cell(source, "q1", [execute_result("1")])]
+    history = write_versions(str(tmp_path), [notebook(cells)])
+    app = dash.Dash(__name__)
+    app.layout = html.Div(version.render_version(str(tmp_path), history, "u1", 1, None))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".nb-code code.hljs .hljs-keyword", timeout=20)
+    script = """
+        const markdown = document.querySelector('.nb-markdown');
+        return {
+            pwned: window.pwned === undefined ? null : window.pwned,
+            markup: markdown.querySelectorAll('script, img, iframe').length,
+            text: markdown.textContent,
+            links: [...markdown.querySelectorAll('a')].map(a => a.getAttribute('href')),
+            code: document.querySelector('.nb-code code').textContent,
+            language: document.querySelector('.nb-code code').className,
+            anchor: document.getElementById(arguments[0]).className,
+        };
+    """
+    page = dash_duo.driver.execute_script(script, nbview.problem_anchor("q1"))
+    assert page["pwned"] is None and page["markup"] == 0
+    assert "<script>window.pwned = 1</script>" in page["text"]
+    assert '<img src=x onerror="window.pwned = 2">' in page["text"]
+    assert "http://attacker.invalid/t.png" in page["links"]
+    assert not any(link.startswith("javascript:alert") for link in page["links"])
+    assert page["code"] == source.rstrip("\n")
+    assert "language-python" in page["language"]
+    assert "nb-outcome-answered" in page["anchor"]
