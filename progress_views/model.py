@@ -19,12 +19,14 @@ ANSWERED = make_database.ANSWERED
 # Outcome classes, in the order of their codes in the heatmap.
 CLASSES = ("none", "empty", "non-empty", "answered", "error")
 CODES = {name: code for code, name in enumerate(CLASSES)}
+# Their colours wherever one is shown (heatmap, version view): Okabe-Ito, so error and
+# answered differ without red and green.
 CLASS_COLORS = {
     "none": "#ffffff",
-    "empty": "#d0d0d0",
-    "non-empty": "#f2d43d",
-    "answered": "#3c9e3c",
-    "error": "#d62728",
+    "empty": "#c8c8c8",
+    "non-empty": "#f0e442",
+    "answered": "#0072b2",
+    "error": "#d55e00",
 }
 
 
