@@ -209,3 +209,20 @@ def test_readme_installs_the_units_for_an_account():
         with open(os.path.join(DEPLOY, name)) as stream:
             text = stream.read()
         assert f"--owner {UNIT_ACCOUNT}" in text or f"User={UNIT_ACCOUNT}" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the loop's unit runs as root")
+def test_sync_unit_command_runs_a_cycle(hoge):
+    """The loop's ExecStart, run as root in a course folder, completes a cycle."""
+    (hoge / "hoge" / "a" / "notebooks").mkdir(parents=True)
+    (hoge / "hoge" / "a" / "notebooks" / "hello.txt").write_text("hello\n")
+    command = exec_start(installed_unit("monitoring-sync.service", hoge))
+    result = subprocess.run(
+        [*command, "--repeat", "1", "--min-sleep", "0"],
+        cwd=hoge,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (hoge / "sync_dest" / "hoge" / "a" / "notebooks" / "hello.txt").exists()
