@@ -46,12 +46,15 @@ COOKIE_NAME = "progress_viewer_session"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 ANY_ADDRESS = ("", "0.0.0.0", "::")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# The kinds of secret a client may guess; wrong guesses are limited kind by kind.
+NAMES, TOKEN, BASIC = "names password", "access token", "basic-auth password"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS failures (
+    kind TEXT NOT NULL,  -- what was guessed: 'names password', 'access token', ...
     client TEXT NOT NULL,
     guess TEXT NOT NULL,  -- an HMAC of the wrong secret, never its text
     at REAL NOT NULL,
-    PRIMARY KEY (client, guess)
+    PRIMARY KEY (kind, client, guess)
 );
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -144,38 +147,41 @@ class AttemptLog:
             self.key_value = self.secret("key")
         return self.key_value
 
-    def locked_out(self, client):
-        """True when `client`, or everyone, made too many wrong guesses lately."""
+    def locked_out(self, kind, client):
+        """True when `client`, or everyone, made too many wrong guesses of `kind` lately
+        (each kind counts alone: wrong tokens from outside do not lock the names password
+        of those inside)."""
         since = time.time() - FAILURE_WINDOW_SECONDS
         with closing(self.connect()) as conn:
             total, mine = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(client = ?), 0) FROM failures WHERE at > ?",
-                (client, since),
+                "SELECT COUNT(*), COALESCE(SUM(client = ?), 0) FROM failures"
+                " WHERE kind = ? AND at > ?",
+                (client, kind, since),
             ).fetchone()
         return mine >= FAILURES_PER_CLIENT or total >= FAILURES_IN_TOTAL
 
-    def record_failure(self, client, what, guess):
+    def record_failure(self, kind, client, guess):
         """Count a wrong guess once per client and value (one Enter reaches several
-        callbacks), and log it with the client's address."""
+        callbacks); True when it is new."""
         now = time.time()
         with closing(self.connect()) as conn:
             conn.execute("DELETE FROM failures WHERE at <= ?", (now - FAILURE_WINDOW_SECONDS,))
-            added = conn.execute(
-                "INSERT OR IGNORE INTO failures VALUES (?, ?, ?)",
-                (client, fingerprint(self.key(), what, guess), now),
+            return conn.execute(
+                "INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?)",
+                (kind, client, fingerprint(self.key(), kind, guess), now),
             ).rowcount
-        if added:
-            LOG.warning("wrong %s from %s", what, client)
 
-    def admit(self, client, what, guess, is_right):
-        """True when the `what` guessed (`guess`) is right (`is_right()`) and `client` is
-        not locked out; a wrong guess is recorded."""
-        if self.locked_out(client):
-            LOG.warning("refused a %s from %s: too many wrong guesses", what, client)
+    def admit(self, client, kind, guess, is_right, detail=""):
+        """True when the secret of `kind` guessed (`guess`) is right (`is_right()`) and
+        `client` is not locked out; a wrong guess is recorded and logged with the client's
+        address and `detail` (a user name), never its text."""
+        if self.locked_out(kind, client):
+            LOG.warning("refused a %s%s from %s: too many wrong guesses", kind, detail, client)
             return False
         if is_right():
             return True
-        self.record_failure(client, what, guess)
+        if self.record_failure(kind, client, guess):
+            LOG.warning("wrong %s%s from %s", kind, detail, client)
         return False
 
 
@@ -199,7 +205,7 @@ class PasswordGate:
         if not typed or not isinstance(typed, str) or not self.expected:
             return False
         return self.attempts.admit(
-            client, "names password", typed, lambda: secret_matches(typed, self.expected)
+            client, NAMES, typed, lambda: secret_matches(typed, self.expected)
         )
 
 
@@ -314,7 +320,7 @@ class TokenGuard:
         if offered is None:
             return self.refuse()
         right = lambda: hmac.compare_digest(offered.encode(), self.token.encode())  # noqa: E731
-        if not self.attempts.admit(client_address(), "access token", offered, right):
+        if not self.attempts.admit(client_address(), TOKEN, offered, right):
             return self.refuse()
         if "token" in request.args:
             session["token"] = self.expected
@@ -349,9 +355,10 @@ class BasicAuthGuard:
         if credentials is None:
             return self.refuse()
         user, password = credentials
-        what = f"basic-auth password for user {user[:40]!r}"
         right = lambda: self.check(user, password)  # noqa: E731
-        if not self.attempts.admit(client_address(), what, password, right):
+        detail = f" for user {user[:40]!r}"
+        guess = f"{user}\0{password}"
+        if not self.attempts.admit(client_address(), BASIC, guess, right, detail):
             return self.refuse()
         session["basic"] = f"{user}\0{self.entries[user]}"
         return None

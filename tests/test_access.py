@@ -70,6 +70,16 @@ def test_wrong_guesses_in_total_lock_everyone_out():
     assert not gate.check("right", "10.9.9.9")
 
 
+def test_wrong_tokens_from_outside_do_not_lock_the_names_password():
+    """Each kind of secret counts alone: a student without the token who locks out every
+    new token login does not take the names away from the teacher's open page."""
+    attempts = access.AttemptLog(private_access_db())
+    for n in range(access.FAILURES_IN_TOTAL):
+        attempts.admit(f"10.0.{n // 250}.{n % 250}", access.TOKEN, f"guess{n}", lambda: False)
+    assert not attempts.admit("10.9.9.9", access.TOKEN, "right", lambda: True)
+    assert access.PasswordGate("right", attempts).check("right", "10.9.9.9")
+
+
 def test_no_password_or_a_forged_value_is_no_guess():
     gate = access.PasswordGate("right", access.AttemptLog(private_access_db()))
     for forged in ["", None, ["right"], {"a": 1}, 5] * access.FAILURES_PER_CLIENT:
