@@ -8,10 +8,12 @@ import time
 import demo
 import demo_course
 import pytest
-from conftest import sync
+from conftest import private_access_db, sync
 
 import make_database
-from progress_views import model
+import progress_viewer as pv
+from progress_views import access, model
+from progress_views.data import Data
 
 MINUTE = 60
 E, A, W = "error", "execute_result", "non-empty"
@@ -184,23 +186,17 @@ def test_pseudonyms_follow_users_csv_order():
 
 
 def load_class(root):
-    """(histories of every assignment, saves) as recorded by the real sync in `root`."""
-    users = make_database.read_users_csv(str(root / "users.csv"), warn=lambda message: None)
-    prefixes = {user.uid: make_database.dest_relative(user.notebooks) for user in users}
-    conn = sqlite3.connect(root / "sync.sqlite")
-    try:
-        rows = {}
-        for rowid, filename, t, owner in conn.execute(
-            "SELECT rowid, filename, t, owner FROM summary WHERE filename LIKE '%.ipynb'"
-        ):
-            source = make_database.source_of(filename)
-            assignment = model.assignment_of(source, owner, prefixes)
-            if assignment is not None:
-                rows.setdefault(assignment, []).append((owner, model.to_seconds(t), rowid))
-        histories = {a: model.load_history(conn, a, r) for a, r in sorted(rows.items())}
-        return histories, model.load_saves(conn, make_database.UNKNOWN_OWNER)
-    finally:
-        conn.close()
+    """(histories of every assignment, saves) of the sync in `root`, read through the
+    viewer's data layer as the page reads them."""
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(root / "sync.sqlite"),
+        "USERS_CSV": str(root / "users.csv"),
+        "SYNC_DEST": str(root / "sync_dest"),
+        "ACCESS_DB": private_access_db(),
+    }
+    data = Data(settings, access.PasswordGate(settings))
+    return data.histories(), data.saves()
 
 
 def seconds_at(start, minute):
