@@ -22,6 +22,7 @@ from werkzeug.security import generate_password_hash
 
 import progress_viewer as pv
 from progress_views import access
+from progress_views.widgets import PageIds
 
 
 def basic(user, password):
@@ -467,3 +468,21 @@ def test_access_db_in_a_config_file_is_beside_it(tmp_path):
     settings = pv.load_settings(str(tmp_path / "progress_viewer_config.py"))
     assert access.access_db_path(settings) == str(tmp_path / "private" / "access.sqlite")
     assert access.access_db_path(pv.DEFAULTS) == os.path.abspath(access.ACCESS_DB_NAME)
+
+
+def components(node):
+    """Every component of a Dash layout, depth first."""
+    yield node
+    children = getattr(node, "children", None)
+    for child in children if isinstance(children, (list, tuple)) else [children]:
+        if hasattr(child, "to_plotly_json"):
+            yield from components(child)
+
+
+def test_the_password_box_sends_on_enter_or_leaving_it_not_per_key(course):  # noqa: F811
+    """Typing `demo` slowly is one guess, not four (each keystroke was one, and the fifth
+    wrong one locked the right password out)."""
+    app = pv.create_app(settings_for(course))
+    layout = app.layout() if callable(app.layout) else app.layout
+    (box,) = [c for c in components(layout) if getattr(c, "id", None) == PageIds.password]
+    assert box.type == "password" and box.debounce is True
