@@ -91,6 +91,7 @@ OUTCOME_MARKS = {
 DIFF_COLORS = {"+": "#d7f5dd", "-": "#fbdcdc", "@": "#eeeeee", " ": "transparent"}
 DIFF_CLASSES = {"+": "nb-diff-add", "-": "nb-diff-del", "@": "nb-diff-hunk", " ": "nb-diff-context"}
 NOTE_STYLE = {"fontStyle": "italic", "color": "#555"}
+TEXT_OUTPUTS = {"stream": "nb-stream", "error": "nb-error", "pyerr": "nb-error"}  # -> class
 
 
 class OutsideDestination(ValueError):
@@ -347,7 +348,10 @@ def png_data_url(output, images):
     if len(encoded) > MAX_IMAGE_CHARS:
         return None, f"image not shown: over {MAX_IMAGE_CHARS:,} characters of base64"
     if len(encoded) > images.left:
-        return None, f"image not shown: the view shows {MAX_IMAGES_CHARS:,} characters of images"
+        return (
+            None,
+            f"image not shown: the view shows {MAX_IMAGES_CHARS:,} characters of images a notebook",
+        )
     try:
         decoded = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
@@ -362,17 +366,13 @@ def render_output(output, budget, images):
     """Dash components for one output: text (a traceback without terminal colours) or a
     PNG image."""
     kind = output_type(output)
-    if kind not in ("stream", "error", "pyerr"):
-        url, why = png_data_url(output, images)
-        if url:
-            return [html.Img(src=url, className="nb-image", style={"maxWidth": "100%"})]
-    else:
-        why = ""
+    url, why = (None, "") if kind in TEXT_OUTPUTS else png_data_url(output, images)
+    if url:
+        return [html.Img(src=url, className="nb-image", style={"maxWidth": "100%"})]
     text, cut = clipped(output_text(output), MAX_OUTPUT_CHARS, budget)
     shown = [note(why)] if why else []
     if text:
-        class_name = {"stream": "nb-stream", "error": "nb-error", "pyerr": "nb-error"}
-        shown.append(html.Pre(text, className=class_name.get(kind, "nb-result")))
+        shown.append(html.Pre(text, className=TEXT_OUTPUTS.get(kind, "nb-result")))
     return shown + cut_note(cut, "output")
 
 
@@ -405,17 +405,18 @@ def outcome_badge(grade_id, kind):
     return html.Div([swatch, f"{icon} {grade_id}: {kind}"], className="nb-badge")
 
 
+def graded_class(cell, grade_id, outcomes):
+    """The outcome class of a graded cell: the version's (`outcomes`, grade_id ->
+    problems.result), as the heatmap shows it, else the cell's own."""
+    result = outcomes.get(grade_id)
+    return outcome_class(result if isinstance(result, str) else make_database.cell_outcome(cell))
+
+
 def render_cell(cell, number, language, outcomes, budget, images, anchor=None):
     """One cell: a graded cell with its outcome (badge, colour and border style) and, for
-    the first cell of its grade_id, the anchor the page scrolls to. The outcome is the
-    version's in `outcomes`, as the heatmap shows it, else the cell's own."""
+    the first cell of its grade_id, the anchor the page scrolls to."""
     grade_id = grade_id_of(cell)
-    kind = None
-    if grade_id is not None:
-        result = outcomes.get(grade_id)
-        if not isinstance(result, str):
-            result = make_database.cell_outcome(cell)
-        kind = outcome_class(result)
+    kind = None if grade_id is None else graded_class(cell, grade_id, outcomes)
     color = CLASS_COLORS.get(kind, "#3c78d8") if kind else "#e4e4e4"
     border = OUTCOME_MARKS.get(kind, ("", "solid"))[1] if kind else "solid"
     header = [html.Div(f"cell {number}", className="nb-cell-number", style=NOTE_STYLE)]
@@ -443,8 +444,8 @@ def render_notebook(notebook, outcomes):
         if budget.take(PART_CHARS) < PART_CHARS:
             shown.append(
                 note(
-                    f"Cells {number:,} to {count:,} of {count:,} cells are not shown: "
-                    f"the view shows at most {MAX_TEXT_CHARS:,} characters of a notebook."
+                    f"Cells from cell {number:,} on (of {count:,} cells) are not shown: the "
+                    f"view shows at most {MAX_TEXT_CHARS:,} characters of a notebook."
                 )
             )
             return shown
@@ -453,11 +454,11 @@ def render_notebook(notebook, outcomes):
             anchor = problem_anchor(grade_id)
             anchored.add(grade_id)
         shown.append(render_cell(cell, number, notebook.language, outcomes, budget, images, anchor))
-    if count > len(notebook.cells):
+    if count > MAX_CELLS:
         shown.append(
             note(
-                f"This notebook has {count:,} cells: only the first {len(notebook.cells):,} "
-                f"are shown, the other {count - len(notebook.cells):,} cells are not shown."
+                f"This notebook has {count:,} cells: the cells after the first "
+                f"{MAX_CELLS:,} are not shown."
             )
         )
     return shown
