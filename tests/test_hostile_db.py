@@ -270,6 +270,19 @@ def test_a_notebook_over_max_size_is_a_row_without_counts_once_per_change(hoge):
     ]
 
 
+def test_the_loop_records_a_cycle_whose_only_change_is_a_big_notebook(hoge):
+    """The real loop: the teacher sees the big notebook change even when nothing else did."""
+    write_json(hoge / "hoge/b/notebooks/nb.ipynb", one_ok(), mtime=1_600_000_000)
+    sync(hoge)
+    big = hoge / "hoge/a/notebooks/big.ipynb"
+    write_json(big, notebook([grade_cell("x" * (11 << 20), "q1")]), mtime=1_600_000_100)
+    result = sync(hoge)
+    assert "hoge/a/notebooks/big.ipynb is over max-size" in result.stderr
+    assert rows(hoge / "sync.sqlite", "SELECT filename, t FROM summary WHERE owner = 'a'") == [
+        (f"hoge/a/notebooks/big.bak_{cycle_t(logs(hoge)[-1])}.ipynb", local(1_600_000_100))
+    ]
+
+
 def test_over_max_size_lines_are_parsed():
     lines = [
         "suffix=.bak_T\n",
