@@ -26,6 +26,7 @@ use); 2 bad arguments or a config file that cannot be loaded.
 import argparse
 import logging
 import os
+import pwd
 import runpy
 import socket
 import sys
@@ -206,13 +207,31 @@ def create_app(settings):
     return app
 
 
+def database_problem(db):
+    """Why this account cannot read the database `db`, or None. A loop started as plain
+    root leaves files only root reads: say whose they are and how to fix it."""
+    try:
+        with open(db, "rb"):
+            return None
+    except FileNotFoundError:
+        return f"no database at {db} yet: has rsync_notebooks.py run?"
+    except PermissionError:
+        try:
+            owner = pwd.getpwuid(os.stat(db).st_uid).pw_name
+        except (OSError, KeyError):
+            owner = "another account"
+        return (
+            f"cannot read {db} (it belongs to {owner}): run the viewer as {owner}, or restart "
+            "rsync_notebooks.py with --owner set to the viewer's account"
+        )
+    except OSError as error:
+        return f"cannot read {db}: {error.strerror}"
+
+
 def startup_problems(settings):
     """Warnings worth printing at start-up (the page shows them too)."""
-    problems = []
-    if not os.path.exists(settings["SYNC_SQLITE"]):
-        problems.append(
-            f"no database at {settings['SYNC_SQLITE']} yet: has rsync_notebooks.py run?"
-        )
+    database = database_problem(settings["SYNC_SQLITE"])
+    problems = [database] if database else []
     if not os.path.exists(settings["USERS_CSV"]):
         problems.append(f"no users file at {settings['USERS_CSV']}: names cannot be shown")
     if not os.path.isdir(settings["SYNC_DEST"]):

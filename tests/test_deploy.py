@@ -4,12 +4,15 @@ the viewer under gunicorn, and the systemd units in deploy/."""
 import base64
 import getpass
 import os
+import pwd
 import re
 import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -226,3 +229,41 @@ def test_sync_unit_command_runs_a_cycle(hoge):
     )
     assert result.returncode == 0, result.stderr
     assert (hoge / "sync_dest" / "hoge" / "a" / "notebooks" / "hello.txt").exists()
+
+
+def problems_seen_by_nobody(settings):
+    """The viewer's start-up problems for `settings`, as the account nobody sees them (a
+    forked child that gave up root; the interpreter itself lives where nobody cannot run it)."""
+    nobody = pwd.getpwnam("nobody")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+        os.write(write_end, "\n".join(progress_viewer.startup_problems(settings)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as stream:
+        problems = stream.read().splitlines()
+    os.waitpid(pid, 0)
+    return problems
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as nobody")
+def test_unreadable_database_says_whose_it_is():
+    """A database the viewer's account cannot read (the loop ran as plain root) is named
+    with its owner and the fix, not taken for a missing one or shown as 0 rows."""
+    course = tempfile.mkdtemp(prefix="course-")  # traversable by nobody, unlike tmp_path
+    try:
+        os.chmod(course, 0o755)
+        db = os.path.join(course, "sync.sqlite")
+        sqlite3.connect(db).close()
+        os.chmod(db, 0o600)
+        settings = progress_viewer.load_settings(None, {"SYNC_SQLITE": db, "SYNC_DEST": course})
+        problems = problems_seen_by_nobody(settings)
+        assert any(p.startswith(f"cannot read {db} (it belongs to root)") for p in problems)
+        assert not any("no database" in problem for problem in problems), problems
+        assert any("--owner" in problem for problem in problems)
+    finally:
+        shutil.rmtree(course)
