@@ -253,7 +253,7 @@ def problems_seen_by_nobody(settings):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as nobody")
 def test_unreadable_database_says_whose_it_is():
     """A database the viewer's account cannot read (the loop ran as plain root) is named
-    with its owner and the fix, not taken for a missing one or shown as 0 rows."""
+    at start-up with its owner and the fix, not taken for a missing one."""
     course = tempfile.mkdtemp(prefix="course-")  # traversable by nobody, unlike tmp_path
     try:
         os.chmod(course, 0o755)

@@ -164,6 +164,18 @@ def test_config_example_documents_every_setting(caplog):
     assert caplog.records == []
 
 
+def test_config_lookup_order_is_the_readmes(tmp_path, monkeypatch):
+    """`--config PATH` wins over progress_viewer_config.py in the working directory, which
+    wins over built-in defaults, as the README says."""
+    said = "from the file `--config PATH` names, else `progress_viewer_config.py` in the working"
+    assert said in " ".join(read("README.md").split())
+    (tmp_path / "progress_viewer_config.py").write_text('URL_PREFIX = "/here/"\n')
+    (tmp_path / "named.py").write_text('URL_PREFIX = "/named/"\n')
+    monkeypatch.chdir(tmp_path)
+    assert progress_viewer.load_settings(str(tmp_path / "named.py"))["URL_PREFIX"] == "/named/"
+    assert progress_viewer.load_settings()["URL_PREFIX"] == "/here/"
+
+
 def test_graded_markdown_answer_never_counts_as_answered(tmp_path):
     """The README says a written (markdown) answer is `non-empty` at best, never answered."""
     path = tmp_path / "essay.ipynb"
