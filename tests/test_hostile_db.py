@@ -9,12 +9,14 @@ except where a pure function is the thing asked about.
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
-from conftest import rows, run_script, sync, write_json, write_text, write_users
+from conftest import ROOT, rows, run_script, sync, write_json, write_text, write_users
 from demo_course import error_output, execute_result, grade_cell, notebook
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -501,3 +503,58 @@ def test_random_notebooks_and_log_lines_never_raise_nor_cost_another_files_row(c
         for path in md.parse_log(listed).files:
             if os.path.isfile(os.path.join(dest, path)) and md.is_version(path):
                 assert path in recorded
+
+
+# ---------------------------------------------------------------------------- crash safety
+
+
+# every table, but the inode in file_key (the clean run is in a copy: other inodes)
+EVERY_TABLE = {
+    "summary": "SELECT * FROM summary",
+    "problems": "SELECT * FROM problems",
+    "applied_logs": "SELECT * FROM applied_logs",
+    "version_details": "SELECT filename, epoch, mtime, substr(file_key, instr(file_key, ':')),"
+    " reason FROM version_details",
+    "oversize_files": "SELECT source, substr(file_key, instr(file_key, ':')) FROM oversize_files",
+}
+
+
+def every_table(db):
+    return {table: sorted(map(repr, rows(db, query))) for table, query in EVERY_TABLE.items()}
+
+
+KILLER = (
+    "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import make_database as md\n"
+    "original = md.write_applied_log\n"
+    "def wrapped(*a, **k):\n"
+    "    original(*a, **k)\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    "md.write_applied_log = wrapped\n"
+    "sys.exit(md.main(sys.argv[2:]))\n"
+)
+
+
+def test_side_tables_are_the_same_after_a_kill_and_after_applying_again(hoge):
+    """SIGKILL just before the commit, then the log again, then every log once more: the
+    side tables, like the seed's, are as after one clean run."""
+    write_json(hoge / "hoge/a/notebooks/nb.ipynb", one_ok(), mtime=315_532_800)
+    write_json(hoge / "hoge/b/notebooks/odd.ipynb", ODD, mtime=1_600_000_000)
+    sources = ["hoge/a/notebooks", "hoge/b/notebooks"]
+    rsync_cycle(hoge, sources)
+    write_json(hoge / "hoge/a/notebooks/nb.ipynb", ODD, mtime=1_600_000_100)
+    big = hoge / "hoge/b/notebooks/big.ipynb"
+    write_json(big, notebook([grade_cell("x" * (11 << 20), "q1")]), mtime=1_600_000_000)
+    log, _ = rsync_cycle(hoge, sources, apply=False)
+    subprocess.run(["cp", "-a", str(hoge), str(hoge) + "-clean"], check=True)
+    clean = type(hoge)(str(hoge) + "-clean")
+    run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=clean)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, ROOT, "--log", f"sync_logs/{log}"], cwd=hoge
+    )
+    assert killed.returncode == -signal.SIGKILL
+    run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=hoge)
+    assert every_table(hoge / "sync.sqlite") == every_table(clean / "sync.sqlite")
+    assert len(every_table(hoge / "sync.sqlite")["version_details"]) == 4
+    for name in logs(hoge):
+        run_script("make_database.py", "--log", f"sync_logs/{name}", cwd=hoge)
+    assert every_table(hoge / "sync.sqlite") == every_table(clean / "sync.sqlite")
