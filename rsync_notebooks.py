@@ -99,6 +99,8 @@ RECORDED_RE = re.compile(r": recorded (\d+) versions in ")
 LOG_RESERVE_MIN = 1024 * 1024  # disk set aside for a log, at the least
 OVER_MAX_SIZE = " is over max-size"
 HIDING_FILE = "[sender] hiding file "
+# rsync reads the paths to copy, relative to `/`, from its input (see files_from).
+FILES_FROM = ["--files-from=-", "--from0", "--", "/"]
 BECAUSE_OF_PATTERN = " because of pattern "
 # rsync exit codes that still mean the cycle did its job.
 RSYNC_OK = {
@@ -129,7 +131,9 @@ def sudo_prefix(sudo):
 
 
 def rsync_command(sources, dest, suffix, sudo):
-    """The rsync argument list for one cycle (no shell ever sees it)."""
+    """One cycle's rsync argument list with a few `sources` as arguments (no shell ever
+    sees it), as tests and the benchmark run it; the loop itself gives them on rsync's
+    input (listed_rsync_command)."""
     return [
         *sudo_prefix(sudo),
         "rsync",
@@ -141,17 +145,38 @@ def rsync_command(sources, dest, suffix, sudo):
     ]
 
 
+def listed_rsync_command(dest, suffix, sudo):
+    """One cycle's rsync argument list, the folders read from rsync's input (files_from):
+    their number has no limit, where a long enough list of arguments fails with E2BIG."""
+    return [
+        *sudo_prefix(sudo),
+        "rsync",
+        *RSYNC_OPTIONS,
+        f"--suffix={suffix}",
+        *FILES_FROM,
+        dest + "/",
+    ]
+
+
+def files_from(paths, cwd):
+    """rsync's input for FILES_FROM: each path NUL-terminated (any byte but NUL may be in a
+    name), a relative one as `cwd/./path`, so that --relative copies it to the same place
+    under the destination as when it is given as an argument."""
+    entries = [path if os.path.isabs(path) else f"{cwd}/./{path}" for path in paths]
+    return b"".join(os.fsencode(entry) + b"\0" for entry in entries)
+
+
 def shown_command(args, count, sudo):
     """The rsync command of every cycle as printed once at start: the folders and the
     pattern of long names abridged."""
-    folders = f"<the {count} folders of {args.users_csv}>"
-    command = shlex.join(rsync_command([folders], args.dest, ".bak_<T>", sudo))
-    return command.replace(LONG_NAME_PATTERN[:-1], f"<{LONGEST_NAME + 1} x ?>")
+    command = shlex.join(listed_rsync_command(args.dest, ".bak_<T>", sudo))
+    command = command.replace(LONG_NAME_PATTERN[:-1], f"<{LONGEST_NAME + 1} x ?>")
+    return f"{command} < (the {count} folders of {args.users_csv})"
 
 
-def long_names_command(files, dest, t, sudo):
+def long_names_command(dest, t, sudo):
     """The rsync argument list that copies files whose names are too long to get a backup
-    suffix: the version each replaces keeps its name, under
+    suffix, read from its input: the version each replaces keeps its name, under
     `<dest>/.long_name_versions/T/`."""
     versions = f"--backup-dir={LONG_NAME_VERSIONS}/{format_t(t)}"
     return [
@@ -160,9 +185,17 @@ def long_names_command(files, dest, t, sudo):
         *COPY_OPTIONS,
         versions,
         "--suffix=",
-        "--",
-        *files,
+        *FILES_FROM,
         dest + "/",
+    ]
+
+
+def long_name_paths(names, sources):
+    """Where each file rsync named (relative to the destination) is: under one of the
+    relative `sources`, or else at its absolute path."""
+    relative = [source for source in sources if not os.path.isabs(source)]
+    return [
+        name if any(within(name, source) for source in relative) else "/" + name for name in names
     ]
 
 
@@ -303,7 +336,7 @@ class UsersFile:
 
 def usable_sources(users, say, warn):
     """The rsync sources for this cycle, with a note for each folder skipped."""
-    sources, missing = [], []
+    sources, missing = {}, []  # a dict keeps users.csv's order and finds repeats at once
     for user in users:
         source = make_database.rsync_source(user.notebooks)
         link = student_symlink(source)
@@ -311,11 +344,11 @@ def usable_sources(users, say, warn):
             warn(f"refused {source} (uid {user.uid}): {link} is a symlink owned by a user")
         elif folder_missing(source):
             missing.append(source)
-        elif source not in sources:
-            sources.append(source)
+        else:
+            sources[source] = None
     if missing:
         say(f"skipped {len(missing)} missing folder(s): {' '.join(map(shlex.quote, missing))}")
-    return sources
+    return list(sources)
 
 
 class Tally:
@@ -523,9 +556,10 @@ def written_lines(stream):
     return data.decode("utf-8", "surrogateescape").splitlines()
 
 
-def run_rsync(command, stream, what):
-    """Run one rsync, its output into the log `stream`; True when it did its job."""
-    code = run(command, stdout=stream)
+def run_rsync(command, paths, stream, what):
+    """Run one rsync that reads `paths` from its input, its output into the log `stream`;
+    True when it did its job."""
+    code = run(command, input=files_from(paths, os.getcwd()), stdout=stream)
     if code in RSYNC_OK:
         if code:
             print(f"rsync exit {code} copying {what}: {RSYNC_OK[code]}; carrying on")
@@ -547,9 +581,9 @@ def copy(sources, args, t, stream, sudo, one_by_one, tally):
     else:
         groups = [(sources, f"{len(sources)} folder(s)")]
     sys.stdout.flush()
-    done = True
+    done, command = True, listed_rsync_command(args.dest, suffix, sudo)
     for group, what in groups:
-        done = run_rsync(rsync_command(group, args.dest, suffix, sudo), stream, what) and done
+        done = run_rsync(command, group, stream, what) and done
     long_names, too_big = left_out(written_lines(stream))
     for name in too_big:
         tally.warn(f"{name} is over 10 MB (--max-size): not copied")
@@ -559,8 +593,11 @@ def copy(sources, args, t, stream, sudo, one_by_one, tally):
             f" copied, the version it replaces kept in {args.dest}/{LONG_NAME_VERSIONS}/"
         )
     if long_names:
-        command = long_names_command(long_names, args.dest, t, sudo)
-        done = run_rsync(command, stream, f"{len(long_names)} long-named file(s)") and done
+        command, paths = (
+            long_names_command(args.dest, t, sudo),
+            long_name_paths(long_names, sources),
+        )
+        done = run_rsync(command, paths, stream, f"{len(long_names)} long-named file(s)") and done
     tally.copied += sum(line.startswith(">f") for line in written_lines(stream))
     return done
 
