@@ -3,24 +3,31 @@
 
 Each cycle:
 1. picks a timestamp T (local time, never the same as an earlier cycle's);
-2. runs one rsync over the `notebooks` folders listed in users.csv into the destination,
-   keeping each replaced file as `<name>.bak_T`, and writes rsync's itemized output to
-   `<log-dir>/sync_T.log` (first line `suffix=.bak_T`);
+2. runs one rsync over the `notebooks` folders listed in users.csv (given on its input,
+   so their number has no limit) into the destination, keeping each replaced file as
+   `<name>.bak_T`, and writes rsync's itemized output to `<log-dir>/sync_T.log` (first
+   line `suffix=.bak_T`); files whose names are too long for that suffix are copied by a
+   second rsync, their replaced versions kept under `<dest>/.long_name_versions/T/`;
 3. runs make_database.py (the one beside this script) on that log to record every new
    version in the SQLite database;
-4. sleeps max(--min-sleep, time taken / --overhead) seconds.
+4. prints one line (copied, recorded, warnings, time taken) and sleeps
+   max(--min-sleep, time taken / --overhead) seconds.
+A cycle whose log cannot be written (a full disk) copies nothing and says so; after a
+cycle whose rsync failed, the next one copies folder by folder.
 
-rsync runs through sudo (students' folders are often readable only by root) unless
---no-sudo is given or this is already root. No shell ever sees a path: every command is an
-argument list. Only one instance runs per destination (a lock file `<dest>.lock`). The
-destination, the logs and the database are private to the account that started this
-script (the one that ran sudo, when it was started through sudo).
+rsync runs through `sudo -n` (students' folders are often readable only by root) unless
+--no-sudo is given or this is already root; a sudo that asks for a password stops it at
+start. No shell ever sees a path: every command is an argument list. Only one instance
+runs per destination (a lock file `<dest>.lock`, beside its real path). The destination,
+the logs and the database are private to their owner: --owner, else the account that ran
+sudo, else the one running this script.
 
 Example:
     ./rsync_notebooks.py --no-sudo --users-csv users.csv --dest sync_dest --db sync.sqlite
 
 Exit codes: 0 every cycle completed; 1 a cycle failed or another instance holds the lock;
-2 bad arguments or an unusable users.csv (then nothing is created).
+2 bad arguments, an unknown --owner, a sudo that asks for a password or an unusable
+users.csv (then nothing is created).
 """
 
 import argparse
@@ -57,6 +64,7 @@ LONGEST_NAME = NAME_MAX - len(".bak_" + time.strftime(TIME_FORMAT, time.gmtime(0
 # rsync's wildmatch `?` matches one byte: this pattern matches names of LONGEST_NAME + 1
 # bytes or more.
 LONG_NAME_PATTERN = "?" * (LONGEST_NAME + 1) + "*"
+MAX_SIZE = "10m"  # rsync leaves out bigger files (make_database records that they changed)
 JUPYTER_TEMP_PATTERN = ".~*"  # Jupyter's atomic-save files: `.~nb.ipynb`
 COPY_OPTIONS = [
     "--itemize-changes",
@@ -76,7 +84,7 @@ COPY_OPTIONS = [
     "--super",
     "--one-file-system",
     "--backup",
-    "--max-size=10m",
+    f"--max-size={MAX_SIZE}",
     # What the seed did with `chmod -R +rX dest` afterwards, without a second walk of the
     # tree: the instructor's (unprivileged) viewer can read every copy. The destination
     # folder itself is 0700, so no other account can.
@@ -94,14 +102,14 @@ RSYNC_OPTIONS = [
     f"--filter=- {LONG_NAME_PATTERN}",
     f"--filter=- {JUPYTER_TEMP_PATTERN}",
 ]
+# rsync reads the paths to copy, relative to `/`, from its input (see files_from).
+FILES_FROM = ["--files-from=-", "--from0", "--", "/"]
+# What --debug=filter1 prints for a file a filter leaves out.
+HIDING_FILE = "[sender] hiding file "
+BECAUSE_OF_PATTERN = " because of pattern "
 # make_database.py's last line: `sync_logs/sync_T.log: recorded 3 versions in sync.sqlite`
 RECORDED_RE = re.compile(r": recorded (\d+) versions in ")
 LOG_RESERVE_MIN = 1024 * 1024  # disk set aside for a log, at the least
-OVER_MAX_SIZE = " is over max-size"
-HIDING_FILE = "[sender] hiding file "
-# rsync reads the paths to copy, relative to `/`, from its input (see files_from).
-FILES_FROM = ["--files-from=-", "--from0", "--", "/"]
-BECAUSE_OF_PATTERN = " because of pattern "
 # rsync exit codes that still mean the cycle did its job.
 RSYNC_OK = {
     0: "success",
@@ -199,23 +207,17 @@ def long_name_paths(names, sources):
     ]
 
 
-def left_out(lines):
-    """([file whose name is too long], [file over --max-size]) as rsync names them in a
-    log: the one rsync leaves them out, and says so, e.g.
+def long_names_left_out(lines):
+    """The files whose names are too long that the cycle's rsync left out, as it names
+    them in the log (decoded from its `\\#ooo` escapes), e.g.
         [sender] hiding file hoge/a/<240 bytes>.ipynb because of pattern ????...*
-        hoge/a/big.ipynb is over max-size
-    Names are decoded from rsync's `\\#ooo` escapes."""
-    long_names, too_big = [], []
-    long_end = BECAUSE_OF_PATTERN + LONG_NAME_PATTERN
-    for line in lines:
-        line = line.rstrip("\n")
-        if line.startswith(HIDING_FILE) and line.endswith(long_end):
-            long_names.append(
-                make_database.decode_rsync_name(line[len(HIDING_FILE) : -len(long_end)])
-            )
-        elif line.endswith(OVER_MAX_SIZE) and not line.startswith("["):
-            too_big.append(make_database.decode_rsync_name(line[: -len(OVER_MAX_SIZE)]))
-    return long_names, too_big
+    """
+    end = BECAUSE_OF_PATTERN + LONG_NAME_PATTERN
+    return [
+        make_database.decode_rsync_name(line[len(HIDING_FILE) : -len(end)])
+        for line in (line.rstrip("\n") for line in lines)
+        if line.startswith(HIDING_FILE) and line.endswith(end)
+    ]
 
 
 def make_database_flags(args, log):
@@ -584,9 +586,10 @@ def copy(sources, args, t, stream, sudo, one_by_one, tally):
     done, command = True, listed_rsync_command(args.dest, suffix, sudo)
     for group, what in groups:
         done = run_rsync(command, group, stream, what) and done
-    long_names, too_big = left_out(written_lines(stream))
-    for name in too_big:
-        tally.warn(f"{name} is over 10 MB (--max-size): not copied")
+    lines = written_lines(stream)
+    long_names = long_names_left_out(lines)
+    for name in make_database.parse_log(lines).oversize:
+        tally.warn(f"{name} is over --max-size={MAX_SIZE}: not copied")
     for name in long_names:
         tally.warn(
             f"{name}: its name has over {LONGEST_NAME} bytes, too long for a backup suffix:"
@@ -598,7 +601,7 @@ def copy(sources, args, t, stream, sudo, one_by_one, tally):
             long_name_paths(long_names, sources),
         )
         done = run_rsync(command, paths, stream, f"{len(long_names)} long-named file(s)") and done
-    tally.copied += sum(line.startswith(">f") for line in written_lines(stream))
+    tally.copied += len(make_database.parse_log(written_lines(stream)).files)
     return done
 
 

@@ -262,7 +262,7 @@ def test_a_notebook_over_max_size_is_named_in_a_warning_each_cycle(hoge):
         stream.truncate(11 * 1024 * 1024)
     for _ in range(2):
         result = sync(hoge)
-        assert "warning: hoge/a/notebooks/big.ipynb is over 10 MB" in result.stderr
+        assert "warning: hoge/a/notebooks/big.ipynb is over --max-size=10m" in result.stderr
         log = (hoge / "sync_logs" / logs(hoge)[-1]).read_text()
         assert "hoge/a/notebooks/big.ipynb is over max-size\n" in log
     assert not (hoge / "sync_dest/hoge/a/notebooks/big.ipynb").exists()
