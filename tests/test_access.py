@@ -10,8 +10,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -395,9 +395,36 @@ def test_large_bodies_do_not_grow_the_server(course, tmp_path):  # noqa: F811
         stop(server)
 
 
+class AccessLog:
+    """gunicorn's access log, one `pid status` line per request, read as it is written."""
+
+    def __init__(self, stream):
+        self.lines = []
+        threading.Thread(target=self.read, args=(stream,), daemon=True).start()
+
+    def read(self, stream):
+        for line in stream:
+            self.lines.append(tuple(line.split()))
+
+    def workers(self, status, since=0):
+        """The workers (pids) that answered `status`, from line `since` on."""
+        return {pid for pid, answered in self.lines[since:] if answered == status}
+
+
+def until_both_workers(log, status, request, tries=200):
+    """Repeat `request` (each must answer `status`) until both workers have answered it."""
+    since = len(log.lines)
+    for _ in range(tries):
+        if len(log.workers(status, since)) == 2:
+            return
+        assert request() == int(status)
+    raise AssertionError(f"one worker answered every one of {tries} requests")
+
+
 def test_gunicorn_workers_share_one_token_and_one_cookie_key(course, tmp_path):  # noqa: F811
     """ACCESS_TOKEN unset under gunicorn -w 2: one token, kept in ACCESS_DB (where the
-    README says to read it); a cookie one worker set is good in the other."""
+    README says to read it); a cookie one worker set is good in the other; five wrong
+    guesses lock the client out in both workers, not only in the one that counted them."""
     db, users = str(course / "sync.sqlite"), str(course / "users.csv")
     access_db = tmp_path / "access.sqlite"
     (tmp_path / "progress_viewer_config.py").write_text(
@@ -414,28 +441,28 @@ def test_gunicorn_workers_share_one_token_and_one_cookie_key(course, tmp_path): 
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    page = f"http://127.0.0.1:{port}/"
+    log = AccessLog(server.stdout)
+    layout = f"http://127.0.0.1:{port}/_dash-layout"
     try:
-        wait_until_listening(page)
+        wait_until_listening(layout)
         with sqlite3.connect(access_db) as conn:
             (token,) = conn.execute("SELECT value FROM secrets WHERE name = 'token'").fetchone()
         assert stat.S_IMODE(os.stat(access_db).st_mode) == 0o600
         browser = requests.Session()
-        assert browser.get(f"{page}?token={token}", timeout=30).url == page
-        cookie = {access.COOKIE_NAME: browser.cookies[access.COOKIE_NAME]}
+        assert browser.get(f"http://127.0.0.1:{port}/?token={token}", timeout=30).ok
+        until_both_workers(log, "200", lambda: browser.get(layout, timeout=60).status_code)
 
-        def layout(_):
-            return requests.get(page + "_dash-layout", cookies=cookie, timeout=60).status_code
+        def with_token(guess):
+            headers = {"Authorization": f"token {guess}"}
+            return requests.get(layout, headers=headers, timeout=60).status_code
 
-        with ThreadPoolExecutor(8) as pool:
-            assert set(pool.map(layout, range(40))) == {200}
-        script = {"Authorization": f"token {token}"}
-        assert requests.get(page, headers=script, timeout=30).status_code == 200
-        assert requests.get(page, timeout=30).status_code == 401
+        assert with_token(token) == 200 and requests.get(layout, timeout=30).status_code == 401
+        for n in range(access.FAILURES_PER_CLIENT):
+            assert with_token(f"guess{n}") == 401
+        until_both_workers(log, "401", lambda: with_token(token))  # the right one, refused
+        assert browser.get(layout, timeout=60).status_code == 200  # a browser already in
     finally:
         stop(server)
-    served_by = {line.split()[0] for line in server.stdout if line.split()[1:] == ["200"]}
-    assert len(served_by) == 2  # both workers answered, with the one token and cookie key
 
 
 def test_the_demo_prints_the_token_url_and_the_page_works_from_it(tmp_path):
