@@ -26,8 +26,8 @@ from demo_course import (
 )
 
 import make_database as md
-import progress_viewer as pv
 import rsync_notebooks as rn
+from progress_views.data import CatalogCache
 
 T_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
 NOBODY = 65534
@@ -514,7 +514,7 @@ SUDO_NOBODY = {"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY), "SUDO_USER": "n
 def test_while_the_loop_runs_cycles_commit_to_the_wal_and_its_end_leaves_one_file(hoge, env):
     """A cycle ends with its commit (the viewer sees it at once); when the loop ends, the
     database is one self-contained file again. The WAL belongs to the instructor."""
-    db, viewer = str(hoge / "sync.sqlite"), pv.CatalogCache()
+    db, viewer = str(hoge / "sync.sqlite"), CatalogCache()
     write_json(hoge / "hoge/a/notebooks/one.ipynb", notebook([grade_cell("", "q")]))
     loop = start_loop(hoge, "--repeat", 3, "--min-sleep", 2, env=env)
     try:
