@@ -12,10 +12,11 @@ Host outside ALLOWED_HOSTS or a POST from a foreign Origin gets 403.
 
 Guesses: every secret a client types (the names password, a token, a basic-auth password)
 goes through one AttemptLog, a small SQLite file (ACCESS_DB, mode 0600) shared by every
-worker of the deployment. A client with FAILURES_PER_CLIENT distinct wrong guesses within
-FAILURE_WINDOW_SECONDS, or everyone once FAILURES_IN_TOTAL were made, is refused even the
-right secret until the window passes; each wrong guess is logged with the client's address
-(never its text). The same file keeps the key that signs the session cookie.
+worker of the deployment. A client with FAILURES_PER_CLIENT distinct wrong guesses of a
+kind within FAILURE_WINDOW_SECONDS, or everyone once FAILURES_IN_TOTAL were made, is
+refused even the right secret of that kind until the window passes; each wrong guess is
+logged with the client's address (never its text). The same file keeps the key that signs
+the session cookie.
 """
 
 import hashlib
@@ -46,6 +47,10 @@ COOKIE_NAME = "progress_viewer_session"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 ANY_ADDRESS = ("", "0.0.0.0", "::")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+REFUSALS = {
+    413: f"Request too large (the limit is {MAX_REQUEST_BYTES} bytes).",
+    403: "Forbidden: unexpected Host or Origin.",
+}
 # The kinds of secret a client may guess; wrong guesses are limited kind by kind.
 NAMES, TOKEN, BASIC = "names password", "access token", "basic-auth password"
 SCHEMA = """
@@ -266,12 +271,6 @@ def refusal(request, allowed_hosts):
 
 def plain_response(status, text, headers=()):
     return flask.Response(text + "\n", status, {"Content-Type": "text/plain", **dict(headers)})
-
-
-REFUSALS = {
-    413: f"Request too large (the limit is {MAX_REQUEST_BYTES} bytes).",
-    403: "Forbidden: unexpected Host or Origin.",
-}
 
 
 def offered_token(request):
