@@ -84,6 +84,8 @@ def bare_rsync(root, dest, suffix):
         os.path.join("class", d, "notebooks") for d in os.listdir(os.path.join(root, "class"))
     )
     command = rsync_notebooks.rsync_command(sources, dest, suffix, sudo=False)
+    # rsync's temporary files go there (the loop makes it in its own destination)
+    os.makedirs(os.path.join(root, dest, rsync_notebooks.RSYNC_TEMP_DIR), exist_ok=True)
     log = os.path.join(root, f"bare{suffix}.log")
     started = time.perf_counter()
     with open(log, "w") as stream:
