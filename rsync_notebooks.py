@@ -110,6 +110,7 @@ BECAUSE_OF_PATTERN = " because of pattern "
 # make_database.py's last line: `sync_logs/sync_T.log: recorded 3 versions in sync.sqlite`
 RECORDED_RE = re.compile(r": recorded (\d+) versions in ")
 LOG_RESERVE_MIN = 1024 * 1024  # disk set aside for a log, at the least
+PROGRESS_EVERY = 30  # seconds: a cycle's rsync that runs longer says how far it got
 # rsync exit codes that still mean the cycle did its job.
 RSYNC_OK = {
     0: "success",
@@ -571,6 +572,56 @@ def run_rsync(command, paths, stream, what):
     return False
 
 
+class CopyProgress:
+    """While a cycle's rsync runs long (the first copy of a whole class), says every
+    `every` seconds how far it got: `... folder 120 of 300, 2400 files so far`, from the
+    lines rsync has written into the log (it copies the folders in their order)."""
+
+    def __init__(self, log, sources, every=PROGRESS_EVERY):
+        self.log, self.every, self.offset, self.files = log, every, 0, 0
+        self.folders = {make_database.dest_relative(s): i for i, s in enumerate(sources, 1)}
+        self.count, self.folder = len(sources), 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+    def watch(self):
+        while not self.stopped.wait(self.every):
+            self.read_more()
+            print(
+                f"... folder {self.folder} of {self.count}, {self.files} files so far", flush=True
+            )
+
+    def read_more(self):
+        """Count the files rsync listed since the last look; note the folder of the last."""
+        with open(self.log, "rb") as stream:
+            stream.seek(self.offset)
+            data = stream.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode("utf-8", "surrogateescape").splitlines():
+            match = make_database.ITEMIZE_RE.match(line)
+            if match and match.group(1)[1] == "f":
+                self.files += 1
+                self.folder = self.folder_of(make_database.decode_rsync_name(match.group(2)))
+
+    def folder_of(self, name):
+        """The number of the folder (in users.csv's order) that holds `name`, else the last."""
+        folder = name.lstrip("/")
+        while folder:
+            folder = folder.rpartition("/")[0]
+            if folder in self.folders:
+                return self.folders[folder]
+        return self.folder
+
+
 def copy(sources, args, t, stream, sudo, one_by_one, tally):
     """Run this cycle's rsync, or one per folder when `one_by_one` (after a failed cycle:
     one student's trouble then costs only them); then copy the files whose names are too
@@ -584,8 +635,9 @@ def copy(sources, args, t, stream, sudo, one_by_one, tally):
         groups = [(sources, f"{len(sources)} folder(s)")]
     sys.stdout.flush()
     done, command = True, listed_rsync_command(args.dest, suffix, sudo)
-    for group, what in groups:
-        done = run_rsync(command, group, stream, what) and done
+    with CopyProgress(stream.name, sources):
+        for group, what in groups:
+            done = run_rsync(command, group, stream, what) and done
     lines = written_lines(stream)
     long_names = long_names_left_out(lines)
     for name in make_database.parse_log(lines).oversize:

@@ -482,6 +482,29 @@ def test_each_cycle_is_one_summary_line(hoge):
     assert not any("make_database.py" in line for line in lines)
 
 
+def test_a_long_copy_says_which_folder_it_is_at(hoge, capsys):
+    """While a cycle's rsync runs long, the loop says how far it got in the log rsync is
+    writing (here a real rsync's finished log, looked at every 10 ms)."""
+    for u, count in (("a", 2), ("b", 3)):
+        for i in range(count):
+            write_text(hoge / f"hoge/{u}/notebooks/{i}.txt", "x")
+    sources = [f"hoge/{u}/notebooks" for u in "abc"]
+    log = hoge / "sync.log"
+    (hoge / "dest" / rn.RSYNC_TEMP_DIR).mkdir(parents=True)
+    with open(log, "wb") as stream:
+        command = rn.listed_rsync_command(str(hoge / "dest"), ".bak_T", sudo=False)
+        subprocess.run(
+            command, input=rn.files_from(sources[:2], str(hoge)), stdout=stream, check=True
+        )
+    with rn.CopyProgress(str(log), sources, every=0.01):
+        deadline = time.time() + 20
+        seen = ""
+        while "files so far" not in seen and time.time() < deadline:
+            time.sleep(0.05)
+            seen += capsys.readouterr().out
+    assert seen.splitlines()[0] == "... folder 2 of 3, 5 files so far"
+
+
 def test_replay_counts_its_logs_and_ends_with_a_total(hoge):
     for i in range(3):
         write_text(hoge / "hoge/a/notebooks/x.txt", str(i), 1_600_000_000 + i)
