@@ -39,6 +39,9 @@ MAX_TEXT_CHARS = 300_000  # of text shown in one notebook, markup included (PART
 PART_CHARS = 100  # charged to MAX_TEXT_CHARS for each cell and output shown (its markup)
 MAX_IMAGE_CHARS = 1_000_000  # of one PNG's base64
 MAX_IMAGES_CHARS = 3_000_000  # of all PNGs' base64 in one notebook
+# of code highlighted in one notebook (the rest is plain text): highlight.js takes about a
+# second for 100,000 characters in the teacher's browser
+MAX_HIGHLIGHT_CHARS = 50_000
 MAX_LABEL_CHARS = 80  # of a grade_id shown as a label
 DIFF_MAX_LINES = 200  # lines of one cell (either version) that are diffed
 # difflib's worst case is cubic (a long run of one line against fewer than 200 lines of two
@@ -121,6 +124,15 @@ class Budget:
         granted = max(0, min(wanted, self.left))
         self.left -= granted
         return granted
+
+
+@dataclass
+class Room:
+    """What is left of one notebook's limits while its cells are rendered."""
+
+    text: Budget = field(default_factory=lambda: Budget(MAX_TEXT_CHARS))
+    images: Budget = field(default_factory=lambda: Budget(MAX_IMAGES_CHARS))
+    highlighted: Budget = field(default_factory=lambda: Budget(MAX_HIGHLIGHT_CHARS))
 
 
 @dataclass
@@ -320,9 +332,10 @@ def markdown(text, class_name):
     )
 
 
-def render_source(cell, language, budget):
-    """A cell's source: markdown rendered, code highlighted, anything else as text."""
-    source, cut = clipped(make_database.cell_source(cell), MAX_CELL_CHARS, budget)
+def render_source(cell, language, room):
+    """A cell's source: markdown rendered, code highlighted (while room.highlighted lasts),
+    anything else as text."""
+    source, cut = clipped(make_database.cell_source(cell), MAX_CELL_CHARS, room.text)
     kind = cell.get("cell_type")
     if kind == "markdown":
         shown = markdown(without_images(source), "nb-markdown")
@@ -331,6 +344,8 @@ def render_source(cell, language, budget):
         level = min(max(level, 1), 6)
         shown = markdown("#" * level + " " + without_images(source), "nb-markdown")
     elif kind == "code":
+        if room.highlighted.take(len(source)) < len(source):
+            language = "plaintext"
         shown = markdown(fenced(source, language), "nb-code")
     else:
         shown = html.Pre(source, className="nb-raw")
@@ -362,27 +377,27 @@ def png_data_url(output, images):
     return "data:image/png;base64," + encoded, ""
 
 
-def render_output(output, budget, images):
+def render_output(output, room):
     """Dash components for one output: text (a traceback without terminal colours) or a
     PNG image."""
     kind = output_type(output)
-    url, why = (None, "") if kind in TEXT_OUTPUTS else png_data_url(output, images)
+    url, why = (None, "") if kind in TEXT_OUTPUTS else png_data_url(output, room.images)
     if url:
         return [html.Img(src=url, className="nb-image", style={"maxWidth": "100%"})]
-    text, cut = clipped(output_text(output), MAX_OUTPUT_CHARS, budget)
+    text, cut = clipped(output_text(output), MAX_OUTPUT_CHARS, room.text)
     shown = [note(why)] if why else []
     if text:
         shown.append(html.Pre(text, className=TEXT_OUTPUTS.get(kind, "nb-result")))
     return shown + cut_note(cut, "output")
 
 
-def render_outputs(cell, budget, images):
+def render_outputs(cell, room):
     outputs, count = outputs_of(cell)
     shown = []
     for output in outputs:
-        if budget.take(PART_CHARS) < PART_CHARS:
+        if room.text.take(PART_CHARS) < PART_CHARS:
             return shown + [note("… more outputs not shown: the view's text limit is reached")]
-        shown += render_output(output, budget, images)
+        shown += render_output(output, room)
     if count > MAX_OUTPUTS:
         shown.append(note(f"{count - MAX_OUTPUTS:,} more outputs not shown"))
     return shown
@@ -412,7 +427,7 @@ def graded_class(cell, grade_id, outcomes):
     return outcome_class(result if isinstance(result, str) else make_database.cell_outcome(cell))
 
 
-def render_cell(cell, number, language, outcomes, budget, images, anchor=None):
+def render_cell(cell, number, language, outcomes, room, anchor=None):
     """One cell: a graded cell with its outcome (badge, colour and border style) and, for
     the first cell of its grade_id, the anchor the page scrolls to."""
     grade_id = grade_id_of(cell)
@@ -424,8 +439,8 @@ def render_cell(cell, number, language, outcomes, budget, images, anchor=None):
         header.append(outcome_badge(label_of(cell, number), kind))
     parts = [
         html.Div(header, style={"display": "flex", "gap": "1em", "fontSize": "85%"}),
-        *render_source(cell, language, budget),
-        *render_outputs(cell, budget, images),
+        *render_source(cell, language, room),
+        *render_outputs(cell, room),
     ]
     class_name = f"nb-cell nb-graded nb-outcome-{kind}" if kind else "nb-cell"
     style = {"borderLeft": f"6px {border} {color}", "padding": "0.2em 0.6em", "margin": "0.4em 0"}
@@ -437,11 +452,10 @@ def render_cell(cell, number, language, outcomes, budget, images, anchor=None):
 def render_notebook(notebook, outcomes):
     """The notebook, read-only, within the limits; notes say what is not shown. `outcomes`
     maps grade_id to problems.result (the version's, as the heatmap shows it)."""
-    budget, images = Budget(MAX_TEXT_CHARS), Budget(MAX_IMAGES_CHARS)
-    count = notebook.count
+    room, count = Room(), notebook.count
     shown, anchored = [], set()
     for number, cell in enumerate(notebook.cells, 1):
-        if budget.take(PART_CHARS) < PART_CHARS:
+        if room.text.take(PART_CHARS) < PART_CHARS:
             shown.append(
                 note(
                     f"Cells from cell {number:,} on (of {count:,} cells) are not shown: the "
@@ -453,7 +467,7 @@ def render_notebook(notebook, outcomes):
         if grade_id is not None and grade_id not in anchored:
             anchor = problem_anchor(grade_id)
             anchored.add(grade_id)
-        shown.append(render_cell(cell, number, notebook.language, outcomes, budget, images, anchor))
+        shown.append(render_cell(cell, number, notebook.language, outcomes, room, anchor))
     if count > MAX_CELLS:
         shown.append(
             note(

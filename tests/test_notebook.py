@@ -233,6 +233,16 @@ def test_code_is_a_fenced_block_in_the_notebooks_language_that_nothing_closes(tm
     assert code.children == "```plaintext\nx\n```"
 
 
+def test_code_past_the_highlighting_limit_is_plain_text(tmp_path):
+    """Highlighting runs in the teacher's browser: past MAX_HIGHLIGHT_CHARS of code in a
+    notebook, code blocks are plain text."""
+    cells = [code_cell(f"x = {i:05d}\n" * 100) for i in range(60)]  # 1,000 characters each
+    fences = [
+        c.children.split("\n")[0] for c in of_class(rendered(cells, tmp_path=tmp_path), "nb-code")
+    ]
+    assert fences == ["```python"] * 50 + ["```plaintext"] * 10
+
+
 def test_graded_cells_show_their_outcome_in_words_icon_colour_and_border(tmp_path):
     """Graded cells read by outcome without relying on colour: the word, an icon and a
     border style, beside the heatmap's colour. The outcome is the version's, as recorded
