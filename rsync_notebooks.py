@@ -568,8 +568,16 @@ def run_rsync(command, paths, stream, what):
             print(f"rsync exit {code} copying {what}: {RSYNC_OK[code]}; carrying on")
         return True
     message = f"error: rsync failed with exit code {code} copying {what}; see {stream.name}"
-    print(message, file=sys.stderr)
+    print(message + sudo_hint(command, code), file=sys.stderr)
     return False
+
+
+def sudo_hint(command, code):
+    """What to add to the report of a failed command that ran through `sudo -n`: exit 1
+    is also what sudo says when it would now ask for a password (its ticket expired)."""
+    if command[0] == "sudo" and code == 1:
+        return " (if sudo now asks for a password: run as root or with --no-sudo)"
+    return ""
 
 
 class CopyProgress:
@@ -673,15 +681,17 @@ def apply(args, log, sudo, tally):
     Without sudo it runs in a fork of this process, which has already imported it."""
     if not log_lists_files(log):
         return True
+    command = make_database_command(args, log, sudo)
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         if sudo:
-            code = run(make_database_command(args, log, sudo), stdout=stdout, stderr=stderr)
+            code = run(command, stdout=stdout, stderr=stderr)
         else:
             flags = make_database_flags(args, log)
             code = run_forked(make_database.main, flags, stdout, stderr)
         pass_on(stdout, stderr, tally)
     if code != 0:
-        print(f"error: make_database.py failed with exit code {code} on {log}", file=sys.stderr)
+        message = f"error: make_database.py failed with exit code {code} on {log}"
+        print(message + sudo_hint(command, code), file=sys.stderr)
     return code == 0
 
 

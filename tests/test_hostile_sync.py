@@ -459,6 +459,35 @@ def test_sudo_that_needs_a_password_fails_clearly_instead_of_waiting(hoge, monke
     assert sorted(os.listdir(hoge)) == ["bin", "users.csv"]
 
 
+def test_a_sudo_ticket_that_expires_fails_the_cycle_clearly_and_never_waits(
+    hoge, monkeypatch, capsys
+):
+    """sudo lets the loop start, then asks for a password (its ticket expired): with -n
+    the cycle fails at once, saying what to do, instead of waiting at a prompt."""
+    bin_dir = hoge / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sudo").write_text(
+        '#!/bin/sh\ncase "$*" in *--version*) exit 0;; esac\n'
+        'if [ "$1" = -n ]; then echo "sudo: a password is required" >&2; exit 1; fi\n'
+        "sleep 5\n"
+    )
+    (bin_dir / "sudo").chmod(0o755)
+    write_text(hoge / "hoge/a/notebooks/x.txt", "x")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(os, "geteuid", lambda: NOBODY)  # not root
+    monkeypatch.chdir(hoge)
+    # the loop installs its own handlers: pytest's are put back
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert rn.main(["--repeat", "1", "--min-sleep", "0"]) == 1
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    err = capsys.readouterr().err
+    assert "rsync failed with exit code 1" in err
+    assert "if sudo now asks for a password: run as root or with --no-sudo" in err
+
+
 def test_each_cycle_is_one_summary_line(hoge):
     """The rsync command is shown once; each cycle ends with what it did."""
     write_text(hoge / "hoge/a/notebooks/x.txt", "1", 1_600_000_000)
