@@ -82,12 +82,11 @@ def readme_command_lines():
 
 
 def readme_line(start):
-    """The README command line that is `start`, else the one that starts with it."""
+    """The shortest README command line that starts with `start` (`sudo ./x.py` rather
+    than `sudo ./x.py 2>&1 | tee ...`)."""
     found = [line for line in readme_command_lines() if line.startswith(start)]
-    if start in found:
-        return start
-    assert len(found) == 1, (start, found)
-    return found[0]
+    assert found, f"no README command starts with {start!r}"
+    return min(found, key=len)
 
 
 def requirement_names(path):
