@@ -159,25 +159,26 @@ def confined_path(dest, filename):
     root = os.path.realpath(dest)
     path = os.path.realpath(os.path.join(root, filename))
     if os.path.commonpath([root, path]) != root or path == root:
-        raise OutsideDestination("this version is outside the destination folder")
+        raise OutsideDestination("is outside the destination folder")
     return path
 
 
 def read_notebook(dest, filename):
-    """The Notebook at dest/filename; ValueError, in words that do not name the file, when
-    it cannot be read, is too large or is not a notebook (v4 or v3)."""
+    """The Notebook at dest/filename; ValueError when it cannot be read, is too large or is
+    not a notebook (v4 or v3), whose message completes "This version …" (`is not a readable
+    notebook`) and so never names the file."""
     path = confined_path(dest, filename)
     try:
         with open(path, "rb") as stream:
             data = stream.read(MAX_NOTEBOOK_BYTES + 1)
     except OSError as error:
-        raise ValueError(f"this version cannot be read ({error.strerror})") from None
+        raise ValueError(f"cannot be read ({error.strerror})") from None
     if len(data) > MAX_NOTEBOOK_BYTES:
-        raise ValueError(f"this version is over {MAX_NOTEBOOK_BYTES // MB} MB: not shown")
+        raise ValueError(f"is over {MAX_NOTEBOOK_BYTES // MB} MB, too large to show")
     content = parsed(data.removeprefix(b"\xef\xbb\xbf"))
     cells = make_database.notebook_cells(content)
     if cells is None:
-        raise ValueError("this version is not a readable notebook")
+        raise ValueError("is not a readable notebook")
     shown = [cell for cell in cells[:MAX_CELLS] if isinstance(cell, dict)]
     return Notebook(shown, len(cells), notebook_language(content))
 

@@ -64,7 +64,9 @@ def render_version(dest, history, uid, rowid, url):
     try:
         current = notebook.read_notebook(dest, versions[index].filename)
     except ValueError as error:
-        return html.Div(str(error), className="nb-unreadable", style={"color": "#b00"})
+        return html.Div(
+            f"This version {error}.", className="nb-unreadable", style={"color": "#b00"}
+        )
     parts = [html.Div(f"saved {clock(versions[index].t)}", className="nb-saved")]
     if url:
         parts.append(html.A("open in Jupyter", href=url, target="_blank", rel="noopener"))
@@ -73,7 +75,7 @@ def render_version(dest, history, uid, rowid, url):
         try:
             previous = notebook.read_notebook(dest, versions[index - 1].filename)
         except ValueError as error:
-            parts.append(html.Div(f"{title}: not shown (the version before: {error})"))
+            parts.append(html.Div(f"{title}: not shown, the version before {error}."))
         else:
             parts.append(notebook.render_diff(notebook.cell_diff(previous, current), title))
     rendered = notebook.render_notebook(current, versions[index].outcomes)

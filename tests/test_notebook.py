@@ -167,14 +167,15 @@ def test_an_unreadable_version_is_reported_without_its_path(tmp_path):
     """Issue 8, Found 3: the message named the student's path (`home/s2/notebooks/...`)."""
     for content in (b"{ not json", b"\xff\xfe garbage", b""):
         response = shown(tmp_path / str(len(content)), [content])
-        assert "this version is not a readable notebook" in response
+        assert "This version is not a readable notebook." in response
         assert "home/u1" not in response and "u1" not in response
     history = write_versions(str(tmp_path / "gone"), [notebook([])])
     os.remove(os.path.join(tmp_path / "gone", history.versions["u1"][0].filename))
     response = to_json_plotly(
         version.render_version(str(tmp_path / "gone"), history, "u1", 1, None)
     )
-    assert "cannot be read" in response and "u1" not in response
+    assert "This version cannot be read (No such file or directory)." in response
+    assert "u1" not in response
 
 
 # ---------------------------------------------------------------------------- readable and safe
@@ -432,7 +433,7 @@ def test_any_notebook_shaped_json_reads_renders_and_diffs_or_is_unreadable(
         try:
             read_back.append(nbview.read_notebook(str(folder), name))
         except ValueError as error:
-            assert str(error) == "this version is not a readable notebook"
+            assert str(error) == "is not a readable notebook"
             read_back.append(nbview.Notebook([], 0))
     previous, current = read_back
     to_json_plotly(nbview.render_notebook(current, outcomes))
@@ -475,3 +476,22 @@ def test_in_a_browser_student_markup_never_runs_and_code_is_highlighted(dash_duo
     assert page["code"] == source.rstrip("\n")
     assert "language-python" in page["language"]
     assert "nb-outcome-answered" in page["anchor"]
+
+
+def test_a_version_before_that_cannot_be_shown_is_said_in_the_diff_title(tmp_path):
+    """The version before is too large, or a link out of the destination folder: the diff
+    says so, without its path, and the chosen version still shows."""
+    too_large = b" " * (nbview.MAX_NOTEBOOK_BYTES + 1)
+    response = shown(tmp_path / "large", [too_large, notebook([code_cell("x = 1")])])
+    assert "not shown, the version before is over 10 MB, too large to show." in response
+    assert "x = 1" in response
+    (tmp_path / "secret.ipynb").write_text(json.dumps(notebook([code_cell("secret")])))
+    history = write_versions(str(tmp_path / "link"), [notebook([]), notebook([code_cell("y")])])
+    first = tmp_path / "link" / history.versions["u1"][0].filename
+    first.unlink()
+    first.symlink_to(tmp_path / "secret.ipynb")
+    response = to_json_plotly(
+        version.render_version(str(tmp_path / "link"), history, "u1", 2, None)
+    )
+    assert "the version before is outside the destination folder." in response
+    assert "secret" not in response and "u1" not in response
