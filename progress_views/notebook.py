@@ -94,6 +94,7 @@ OUTCOME_MARKS = {
 DIFF_COLORS = {"+": "#d7f5dd", "-": "#fbdcdc", "@": "#eeeeee", " ": "transparent"}
 DIFF_CLASSES = {"+": "nb-diff-add", "-": "nb-diff-del", "@": "nb-diff-hunk", " ": "nb-diff-context"}
 NOTE_STYLE = {"fontStyle": "italic", "color": "#555"}
+SECTION_STYLE = {"margin": "0.5em 0 1em", "padding": "0.3em 0.6em", "border": "1px solid #ccc"}
 TEXT_OUTPUTS = {"stream": "nb-stream", "error": "nb-error", "pyerr": "nb-error"}  # -> class
 
 
@@ -602,7 +603,9 @@ def render_change(change, shown_lines):
 def render_diff(diff, title):
     """The diff under a summary line `title: p1_5 changed, cell 7 added`, open when short."""
     if not diff.changes:
-        return html.Div(f"{title}: no change in the cells", className="nb-diff-section")
+        return html.Div(
+            f"{title}: no change in the cells", className="nb-diff-section", style=SECTION_STYLE
+        )
     shown_lines = Budget(DIFF_SHOWN_LINES)
     summary = ", ".join(f"{c.label} {c.status}" for c in diff.changes[:20])
     if len(diff.changes) > 20:
@@ -616,4 +619,5 @@ def render_diff(diff, title):
         ],
         open=total_lines <= DIFF_OPEN_LINES,
         className="nb-diff-section",
+        style=SECTION_STYLE,
     )
