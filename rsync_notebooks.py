@@ -656,12 +656,11 @@ def copy(sources, args, t, stream, sudo, one_by_one, tally):
             f" copied, the version it replaces kept in {args.dest}/{LONG_NAME_VERSIONS}/"
         )
     if long_names:
-        command, paths = (
-            long_names_command(args.dest, t, sudo),
-            long_name_paths(long_names, sources),
-        )
+        command = long_names_command(args.dest, t, sudo)
+        paths = long_name_paths(long_names, sources)
         done = run_rsync(command, paths, stream, f"{len(long_names)} long-named file(s)") and done
-    tally.copied += len(make_database.parse_log(written_lines(stream)).files)
+        lines = written_lines(stream)
+    tally.copied += len(make_database.parse_log(lines).files)
     return done
 
 
