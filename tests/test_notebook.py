@@ -495,3 +495,13 @@ def test_a_version_before_that_cannot_be_shown_is_said_in_the_diff_title(tmp_pat
     )
     assert "the version before is outside the destination folder." in response
     assert "secret" not in response and "u1" not in response
+
+
+def test_cells_are_paired_by_position_when_aligning_them_would_cost_too_much():
+    """Aligning cells is difflib's work too: past the budget, cells pair up by position and
+    the longer version's extra cells are added or removed."""
+    before, after = ["a", "b", "c"], ["new", "a", "b", "c"]
+    assert nbview.aligned(before, after, nbview.Budget(nbview.DIFF_WORK))[0][0] == "insert"
+    blocks = nbview.aligned(before, after, nbview.Budget(0))
+    pairs = [change for block in blocks for change in nbview.paired_changes(*block)]
+    assert pairs == [("changed", 0, 0), ("changed", 1, 1), ("changed", 2, 2), ("added", None, 3)]
