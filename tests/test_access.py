@@ -5,6 +5,7 @@ import base64
 import logging
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import stat
@@ -16,12 +17,12 @@ import time
 import psutil
 import pytest
 import requests
-from conftest import ACCESS_TOKEN, ROOT, private_access_db, token_client
+from conftest import ACCESS_TOKEN, ROOT, open_page, private_access_db, token_client
 from test_viewer import course, free_port, settings_for  # noqa: F401  (the session's synced course)
 from werkzeug.security import generate_password_hash
 
 import progress_viewer as pv
-from progress_views import access
+from progress_views import access, problems
 from progress_views.widgets import PageIds
 
 
@@ -513,3 +514,23 @@ def test_the_password_box_sends_on_enter_or_leaving_it_not_per_key(course):  # n
     layout = app.layout() if callable(app.layout) else app.layout
     (box,) = [c for c in components(layout) if getattr(c, "id", None) == PageIds.password]
     assert box.type == "password" and box.debounce is True
+
+
+@pytest.mark.skipif(not shutil.which("chromedriver"), reason="chromium-driver is not installed")
+def test_a_browser_opens_the_page_from_the_token_url(dash_duo, course):  # noqa: F811
+    """In Chromium: the token URL opens the page, the token leaves the address bar for an
+    HttpOnly cookie the page's scripts cannot read, and the page's callbacks work."""
+    open_page(dash_duo, pv.create_app(settings_for(course)))
+    dash_duo.wait_for_contains_text(f"#{problems.Ids.status}", "stuck", timeout=20)
+    assert "token" not in dash_duo.driver.current_url
+    (cookie,) = dash_duo.driver.get_cookies()
+    assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
+        access.COOKIE_NAME,
+        True,
+        "Strict",
+    )
+    assert dash_duo.driver.execute_script("return document.cookie") == ""
+    assert dash_duo.get_logs() == []  # no request of the page was refused
+    dash_duo.driver.delete_all_cookies()
+    dash_duo.driver.get(dash_duo.server.url + "/")
+    assert "Unauthorized" in dash_duo.find_element("body").text
