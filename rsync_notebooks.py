@@ -199,13 +199,33 @@ def long_names_command(dest, t, sudo):
     ]
 
 
-def long_name_paths(names, sources):
-    """Where each file rsync named (relative to the destination) is: under one of the
-    relative `sources`, or else at its absolute path."""
-    relative = [source for source in sources if not os.path.isabs(source)]
-    return [
-        name if any(within(name, source) for source in relative) else "/" + name for name in names
-    ]
+def rsync_groups(sources, suspects):
+    """The groups of folders to copy with one rsync each this cycle: every folder that was
+    in no failed group last cycle together, and each group in `suspects` (those whose
+    rsync failed) in two halves. So a folder whose rsync keeps failing ends up alone
+    within a few cycles, costing only its student, while the others copy as one."""
+    present, suspect = set(sources), {source for group in suspects for source in group}
+    groups = [[source for source in sources if source not in suspect]]
+    for group in suspects:
+        group = [source for source in group if source in present]
+        middle = (len(group) + 1) // 2
+        groups += [group[:middle], group[middle:]]
+    return [group for group in groups if group]
+
+
+def long_name_files(names, sources):
+    """{path of the file: its folder of `sources`} for each file rsync named (relative to
+    the destination, as `%n`) that lies under one of those folders."""
+    folders = {make_database.dest_relative(source): source for source in sources}
+    files = {}
+    for name in names:
+        folder = name
+        while folder:
+            folder = folder.rpartition("/")[0]
+            if folder in folders:
+                files[folders[folder] + name[len(folder) :]] = folders[folder]
+                break
+    return files
 
 
 def long_names_left_out(lines):
@@ -630,22 +650,20 @@ class CopyProgress:
         return self.folder
 
 
-def copy(sources, args, t, stream, sudo, one_by_one, tally):
-    """Run this cycle's rsync, or one per folder when `one_by_one` (after a failed cycle:
-    one student's trouble then costs only them); then copy the files whose names are too
-    long for a backup suffix, and warn about what rsync left out. True when every rsync
-    did its job."""
+def copy(sources, args, t, stream, sudo, suspects, tally):
+    """Run this cycle's rsyncs (rsync_groups: one, unless some failed last cycle); then
+    copy the files whose names are too long for a backup suffix, and warn about what rsync
+    left out. The groups of folders whose rsync failed (empty when all did their job)."""
     suffix = f".bak_{format_t(t)}"
-    if one_by_one:
-        print(f"copying the {len(sources)} folders one by one (the last cycle failed)")
-        groups = [([source], source) for source in sources]
-    else:
-        groups = [(sources, f"{len(sources)} folder(s)")]
-    sys.stdout.flush()
-    done, command = True, listed_rsync_command(args.dest, suffix, sudo)
+    groups = rsync_groups(sources, suspects)
+    if len(groups) > 1:
+        print(f"copying the folders in {len(groups)} groups: some failed last cycle", flush=True)
+    failed, command = [], listed_rsync_command(args.dest, suffix, sudo)
     with CopyProgress(stream.name, sources):
-        for group, what in groups:
-            done = run_rsync(command, group, stream, what) and done
+        for group in groups:
+            what = group[0] if len(group) == 1 else f"{len(group)} folders"
+            if not run_rsync(command, group, stream, what):
+                failed.append(group)
     lines = written_lines(stream)
     long_names = long_names_left_out(lines)
     for name in make_database.parse_log(lines).oversize:
@@ -656,12 +674,15 @@ def copy(sources, args, t, stream, sudo, one_by_one, tally):
             f" copied, the version it replaces kept in {args.dest}/{LONG_NAME_VERSIONS}/"
         )
     if long_names:
-        command = long_names_command(args.dest, t, sudo)
-        paths = long_name_paths(long_names, sources)
-        done = run_rsync(command, paths, stream, f"{len(long_names)} long-named file(s)") and done
+        command, files = (
+            long_names_command(args.dest, t, sudo),
+            long_name_files(long_names, sources),
+        )
+        if not run_rsync(command, list(files), stream, f"{len(files)} long-named file(s)"):
+            failed.append(sorted(set(files.values())))
         lines = written_lines(stream)
     tally.copied += len(make_database.parse_log(lines).files)
-    return done
+    return failed
 
 
 def log_lists_files(log):
@@ -817,9 +838,9 @@ def keep_open(db, requests):
             make_database.restrict_to_instructor(db)
 
 
-def one_cycle(args, users, previous_t, sudo, one_by_one, tally):
-    """Run one cycle's rsync; (T, its log or None when none could be written, whether
-    rsync did its job)."""
+def one_cycle(args, users, previous_t, sudo, suspects, tally):
+    """Run one cycle's rsync; (T, its log or None when none could be written, the groups
+    of folders whose rsync failed: `suspects` again when none could run)."""
     t = next_timestamp(time.time(), previous_t, args.log_dir)
     print(f"======== {format_t(t)} ========", flush=True)
     sources = usable_sources(users, print, tally.warn)
@@ -832,15 +853,15 @@ def one_cycle(args, users, previous_t, sudo, one_by_one, tally):
             " trying again next cycle",
             file=sys.stderr,
         )
-        return t, None, False
+        return t, None, suspects
     with stream:
         if not sources:
             print("no folder to copy")
-            return t, log, True
+            return t, log, []
         clear_temp_dir(args.dest)
-        copied = copy(sources, args, t, stream, sudo, one_by_one, tally)
+        failed = copy(sources, args, t, stream, sudo, suspects, tally)
         end_log(stream)
-    return t, log, copied
+    return t, log, failed
 
 
 def logs_left_unapplied(args):
@@ -885,18 +906,18 @@ def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
     Logs left unapplied are applied in the first cycle, and a log whose make_database.py
     fails (users.csv saved half-edited, a full disk) is tried again every cycle: what was
     copied and kept is recorded once it can be, in any order, as a replay would."""
-    all_ok, previous_t, cycle, copied = True, None, 0, True
+    all_ok, previous_t, cycle, suspects = True, None, 0, []
     print(f"each cycle runs: {shown_command(args, len(users_file.current()), sudo)}")
     try:
         while args.repeat < 0 or cycle < args.repeat:
             started, tally = time.monotonic(), Tally()
             users = users_file.current()
-            previous_t, log, copied = one_cycle(args, users, previous_t, sudo, not copied, tally)
+            previous_t, log, suspects = one_cycle(args, users, previous_t, sudo, suspects, tally)
             # even after a failed or interrupted rsync the log is applied: what was copied
             # and what was kept as a backup is recorded
             unapplied = apply_logs(args, unapplied, log, sudo, tally)
             keeper.hold()
-            all_ok = all_ok and copied and log is not None and log not in unapplied
+            all_ok = all_ok and not suspects and log is not None and log not in unapplied
             cycle += 1
             took = time.monotonic() - started
             summary = f"{tally.summary()}, took {took:.2f} sec"

@@ -112,6 +112,18 @@ def test_a_failed_rsync_does_not_stop_the_others_in_later_cycles(hoge):
     assert "rsync failed with exit code 12 copying hoge/a/notebooks" in result.stderr
 
 
+def test_a_folder_that_keeps_failing_ends_up_alone_and_the_others_in_one_rsync():
+    """Each cycle halves the groups whose rsync failed; the rest copy as one."""
+    sources = [f"s{i}" for i in range(8)]
+    assert rn.rsync_groups(sources, []) == [sources]
+    groups, cycles = [sources], 0
+    while groups != [[s for s in sources if s != "s5"], ["s5"]]:
+        groups = rn.rsync_groups(sources, [group for group in groups if "s5" in group])
+        cycles += 1
+    assert cycles == 4  # 8 -> 4 -> 2 -> 1, then its last partner rejoins the others
+    assert rn.rsync_groups(["s1", "s2"], [["s0", "s1"]]) == [["s2"], ["s1"]]  # s0 is gone
+
+
 # ---------------------------------------------------------------------------- 3. every change
 
 
