@@ -20,7 +20,8 @@ the directory holding users.csv and sync.sqlite:
     gunicorn progress_viewer:application # behind a WSGI server
 
 Exit codes: 0 stopped normally; 1 the address cannot be listened on (the port is in
-use); 2 bad arguments or a config file that cannot be loaded.
+use); 2 bad arguments, a config file that cannot be loaded, or an ACCESS_DB that cannot
+be made.
 """
 
 import argparse

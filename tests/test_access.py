@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 import requests
-from conftest import ACCESS_TOKEN, ROOT, open_page, private_access_db, token_client
+from conftest import ACCESS_TOKEN, ROOT, open_page, private_access_db, run_script, token_client
 from test_viewer import course, free_port, settings_for  # noqa: F401  (the session's synced course)
 from werkzeug.security import generate_password_hash
 
@@ -534,3 +534,11 @@ def test_a_browser_opens_the_page_from_the_token_url(dash_duo, course):  # noqa:
     dash_duo.driver.delete_all_cookies()
     dash_duo.driver.get(dash_duo.server.url + "/")
     assert "Unauthorized" in dash_duo.find_element("body").text
+
+
+def test_an_access_db_that_cannot_be_made_is_one_clear_error(tmp_path):
+    missing = tmp_path / "no such folder" / "sync.sqlite"
+    result = run_script("progress_viewer.py", "--db", missing, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    expected = f"Error: cannot use ACCESS_DB {missing.parent / access.ACCESS_DB_NAME}: "
+    assert expected in result.stderr and "Traceback" not in result.stderr
