@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from dash import Input, Output, State, ctx, dash_table, dcc, html, no_update
 
-from progress_views import model
+from progress_views import model, notebook
 from progress_views import moment as moments
 from progress_views.model import plotly_text
 from progress_views.widgets import (
@@ -54,15 +54,8 @@ HEATMAP_SORTS = {
     "name": "name",
     "team": "team",
 }
-# Okabe-Ito colours, told apart with any colour vision: error (vermillion) and answered
-# (blue) are never a red-green pair.
-STATE_COLORS = {
-    "none": "#ffffff",
-    "empty": "#c8c8c8",
-    "non-empty": "#f0e442",
-    "answered": "#0072b2",
-    "error": "#d55e00",
-}
+# The heatmap's five states (model.CLASSES, coloured by model.CLASS_COLORS, a palette
+# told apart with any colour vision), as the legend names them.
 STATE_NAMES = {
     "none": "no version",
     "empty": "empty",
@@ -202,7 +195,7 @@ def heatmap_cells(history, moment, students):
 
 def problem_counts(cells, n_problems):
     """Per problem: {state: students}."""
-    counts = [dict.fromkeys(STATE_COLORS, 0) for _ in range(n_problems)]
+    counts = [dict.fromkeys(model.CLASSES, 0) for _ in range(n_problems)]
     for row in cells:
         for column, state in enumerate(row):
             counts[column][state] += 1
@@ -231,7 +224,7 @@ def order_students(history, moment, students, sort, team_of, stuck_rows):
 
 def heatmap_figure(history, moment, students, labels):
     """Rows = students, columns = problems, coloured by state at `moment`."""
-    states = tuple(STATE_COLORS)
+    states = model.CLASSES
     cells = heatmap_cells(history, moment, students)
     codes = [[states.index(c) for c in row] for row in cells]
     versions = [history.state_at(uid, moment) for uid in students]
@@ -245,7 +238,7 @@ def heatmap_figure(history, moment, students, labels):
     ]
     custom = [[[v.rowid if v else -1, j] for j in range(len(history.problems))] for v in versions]
     colorscale = [
-        [edge, STATE_COLORS[name]]
+        [edge, model.CLASS_COLORS[name]]
         for code, name in enumerate(states)
         for edge in (code / len(states), (code + 1) / len(states))
     ]
@@ -491,7 +484,14 @@ def selection(data, assignment, rowid, problem, click):
     version = next((v for v in versions if v.rowid == rowid), versions[-1])
     if problem not in history.problems:
         problem = None
-    return {"assignment": assignment, "rowid": version.rowid, "problem": problem, "click": click}
+    anchor = notebook.problem_anchor(problem) if problem else None
+    return {
+        "assignment": assignment,
+        "rowid": version.rowid,
+        "problem": problem,
+        "anchor": anchor,
+        "click": click,
+    }
 
 
 def owner_of_version(history, rowid):
@@ -571,7 +571,7 @@ def make_legend():
                 ],
                 style={"marginRight": "1.2em"},
             )
-            for state, color in STATE_COLORS.items()
+            for state, color in model.CLASS_COLORS.items()
         ],
         id="heatmap_legend",
     )

@@ -19,7 +19,8 @@ from demo_course import error_output, execute_result, grade_cell, notebook
 from plotly.io.json import to_json_plotly
 
 import progress_viewer as pv
-from progress_views import access, activity, moment, problems, version, widgets
+from progress_views import access, activity, model, moment, problems, version, widgets
+from progress_views import notebook as nbview
 from progress_views.data import CACHE_ENTRIES, CatalogCache, Data, version_url
 
 NOW = datetime(2021, 3, 15, 12, 0, 0)
@@ -665,10 +666,7 @@ def test_heatmap_legend_counts_palette_and_empty_state(course):
     assert message == "" and "no one has saved pl01/pl01.ipynb" in early_message
     assert figure["layout"]["xaxis"]["ticktext"][0].startswith("p1_1<br>")
     assert re.search(r"\d+ ans \d+ err", figure["layout"]["xaxis"]["ticktext"][0])
-    assert (
-        problems.STATE_COLORS["error"] != "#d62728"
-        and problems.STATE_COLORS["answered"] != "#3c9e3c"
-    )
+    assert model.CLASS_COLORS["error"] != "#d62728" and model.CLASS_COLORS["answered"] != "#3c9e3c"
     legend = sent(problems.make_legend())
     assert all(name in legend for name in problems.STATE_NAMES.values())
     assert "yaxis2" in progress["layout"] and "overlaying" not in progress["layout"]["yaxis2"]
@@ -715,6 +713,7 @@ def test_a_click_selects_the_version_and_the_same_row_again_works(course):
     again = problems.selection(data, row["open"], row["rowid"], row["problem"], 2)
     assert first["rowid"] == again["rowid"] and first != again
     assert first["problem"] == row["problem"] and first["assignment"] == row["assignment"]
+    assert first["anchor"] == nbview.problem_anchor(row["problem"])
     assert problems.selection(data, "no/such.ipynb", row["rowid"], None, 3) is None
     assert problems.clicked_cell({"points": [{"customdata": "x"}]}) is None
 
