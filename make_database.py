@@ -302,11 +302,6 @@ class SyncLog(NamedTuple):
     created: set  # those of them rsync created (`>f+++++++++`: no previous version kept)
     oversize: list  # files rsync did not copy because they are over --max-size
 
-    @property
-    def lists_changes(self):
-        """True when applying the log may record something."""
-        return bool(self.files or self.oversize)
-
 
 def log_name(raw):
     """The path under the destination of a name rsync printed, or '' for none we accept.
