@@ -452,14 +452,18 @@ def make_private(path):
 
 
 def prepare_folders(args):
-    for folder in (args.dest, args.log_dir, os.path.join(args.dest, RSYNC_TEMP_DIR)):
+    for folder in (args.dest, args.log_dir):
         os.makedirs(folder, exist_ok=True)
         make_private(folder)
 
 
 def clear_temp_dir(dest):
-    """Remove what a killed rsync left in the destination's folder for temporary files."""
+    """Make the destination's folder for rsync's temporary files, or remove what a killed
+    rsync left in it."""
     folder = os.path.join(dest, RSYNC_TEMP_DIR)
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+        make_private(folder)
     for entry in os.scandir(folder):
         if entry.is_file(follow_symlinks=False):
             print(f"removed {entry.path}, left by an interrupted rsync")
