@@ -408,7 +408,11 @@ def owner_account(requested):
     if os.geteuid() == 0 and os.environ.get("SUDO_UID") and os.environ.get("SUDO_GID"):
         uid, gid = int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"])
         return os.environ.get("SUDO_USER") or str(uid), uid, gid
-    return pwd.getpwuid(os.geteuid()).pw_name, os.geteuid(), os.getegid()
+    try:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # an account without a name (a container's arbitrary uid)
+        name = str(os.geteuid())
+    return name, os.geteuid(), os.getegid()
 
 
 def owner_note(owner, requested):
