@@ -51,6 +51,7 @@ class Ids:
     message = "activity_graph_message"
     link = "activity_graph_link"
     section = "activity_section"
+    groups = "activity_graph_groups"  # the suggested groups' html.Details
 
 
 SORT_CRITERIA = {
@@ -473,7 +474,8 @@ def make_section():
                 [
                     html.Summary("suggested path groups"),
                     dcc.Checklist(id=Ids.path_re_options, options=[], value=[]),
-                ]
+                ],
+                id=Ids.groups,
             ),
             html.Div(id=Ids.message, style=ERROR_STYLE),
             html.Div(id=Ids.n_rows),

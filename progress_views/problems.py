@@ -236,7 +236,7 @@ def heatmap_figure(history, moment, students, labels):
         ]
         for uid, row, v in zip(students, cells, versions)
     ]
-    custom = [[[v.rowid if v else -1, j] for j in range(len(history.problems))] for v in versions]
+    custom = [[v.rowid if v else -1 for _ in history.problems] for v in versions]
     colorscale = [
         [edge, model.CLASS_COLORS[name]]
         for code, name in enumerate(states)
@@ -507,10 +507,11 @@ def owner_of_version(history, rowid):
 
 
 def clicked_cell(click):
-    """(rowid, problem index) of a heatmap click, or None."""
+    """(rowid, problem index) of a heatmap click (the x values are problem indexes), or
+    None."""
     try:
-        rowid, column = click["points"][0]["customdata"]
-        return int(rowid), int(column)
+        point = click["points"][0]
+        return int(point["customdata"]), int(point["x"])
     except (TypeError, KeyError, IndexError, ValueError, OverflowError):
         return None
 

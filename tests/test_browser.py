@@ -5,18 +5,20 @@ where the README shows them.
 """
 
 import os
+import re
 import shutil
 import time
 
 import pytest
-from conftest import ROOT, open_page, sync, write_json
+from conftest import ACCESS_TOKEN, ROOT, open_page, private_access_db, sync, write_json
 from demo_course import execute_result, grade_cell, notebook
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from test_viewer import course, settings_for  # noqa: F401  (the session's synced course)
 
 import progress_viewer as pv
-from progress_views import problems, version
+from progress_views import activity, moment, problems, version
+from progress_views.widgets import PageIds
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("chromedriver"), reason="chromium-driver is not installed (./run test does)"
@@ -46,7 +48,7 @@ def texts(dash_duo, selector):
     return dash_duo.driver.execute_script(script, selector)
 
 
-def tick_labels(dash_duo, graph=pv.Ids.graph):
+def tick_labels(dash_duo, graph=activity.Ids.graph):
     return texts(dash_duo, f"#{graph} .ytick text")
 
 
@@ -66,56 +68,56 @@ def type_into(dash_duo, component_id, text):
 def test_page_shows_the_class_and_the_password_reveals_names(dash_duo, course):  # noqa: F811
     app = pv.create_app(settings_for(course))
     open_page(dash_duo, app)
-    dash_duo.wait_for_text_to_equal(f"#{pv.Ids.n_rows}", "24 rows", timeout=20)
-    dash_duo.wait_for_element(f"#{pv.Ids.graph} .ytick text", timeout=20)
+    dash_duo.wait_for_text_to_equal(f"#{activity.Ids.n_rows}", "24 rows", timeout=20)
+    dash_duo.wait_for_element(f"#{activity.Ids.graph} .ytick text", timeout=20)
     wait_until(lambda: len(tick_labels(dash_duo)) == 24)
-    assert all(label.endswith("[* *] *") for label in tick_labels(dash_duo))
-    assert dash_duo.find_element(f"#{pv.Ids.passwd}").get_attribute("type") == "password"
+    assert all(re.fullmatch(r"pl0\d/pl0\d\.ipynb student \d+", t) for t in tick_labels(dash_duo))
+    assert dash_duo.find_element(f"#{PageIds.password}").get_attribute("type") == "password"
     screenshot(dash_duo, "activity.png")
 
-    type_into(dash_duo, pv.Ids.passwd, "guess")
-    dash_duo.wait_for_text_to_equal(f"#{pv.Ids.message}", "wrong password", timeout=10)
-    assert all(label.endswith("[* *] *") for label in tick_labels(dash_duo))
+    type_into(dash_duo, PageIds.password, "guess")
+    dash_duo.wait_for_text_to_equal(f"#{activity.Ids.message}", "wrong password", timeout=10)
+    assert all(" student " in label for label in tick_labels(dash_duo))
 
-    type_into(dash_duo, pv.Ids.passwd, "s3cret")
+    type_into(dash_duo, PageIds.password, "s3cret")
     wait_until(lambda: any("Alice" in label for label in tick_labels(dash_duo)))
-    assert all(not label.endswith("*") for label in tick_labels(dash_duo))
+    assert all(" student " not in label for label in tick_labels(dash_duo))
     screenshot(dash_duo, "activity_names.png")
 
 
 def test_suggested_group_filters_and_bad_regexp_is_a_message(dash_duo, course):  # noqa: F811
     app = pv.create_app(settings_for(course))
     open_page(dash_duo, app)
-    dash_duo.wait_for_text_to_equal(f"#{pv.Ids.n_rows}", "24 rows", timeout=20)
-    dash_duo.find_element("details summary").click()
+    dash_duo.wait_for_text_to_equal(f"#{activity.Ids.n_rows}", "24 rows", timeout=20)
+    dash_duo.find_element(f"#{activity.Ids.groups} summary").click()
     group = r"^class/[^/]+/notebooks/pl02/pl02\.ipynb$"
-    dash_duo.wait_for_contains_text(f"#{pv.Ids.path_re_options}", group, timeout=10)
-    for option in dash_duo.find_elements(f"#{pv.Ids.path_re_options} label"):
+    dash_duo.wait_for_contains_text(f"#{activity.Ids.path_re_options}", group, timeout=10)
+    for option in dash_duo.find_elements(f"#{activity.Ids.path_re_options} label"):
         if option.text.startswith(group):
             option.click()
-    dash_duo.wait_for_text_to_equal(f"#{pv.Ids.n_rows}", "12 rows", timeout=10)
+    dash_duo.wait_for_text_to_equal(f"#{activity.Ids.n_rows}", "12 rows", timeout=10)
     wait_until(lambda: len(tick_labels(dash_duo)) == 12)
     assert all(label.startswith("pl02/pl02.ipynb") for label in tick_labels(dash_duo))
 
-    type_into(dash_duo, pv.Ids.path_re, "pl01/(")
-    dash_duo.wait_for_contains_text(f"#{pv.Ids.message}", "bad path regexp", timeout=10)
-    assert dash_duo.find_element(f"#{pv.Ids.n_rows}").text == "0 rows"
+    type_into(dash_duo, activity.Ids.path_re, "pl01/(")
+    dash_duo.wait_for_contains_text(f"#{activity.Ids.message}", "bad path regexp", timeout=10)
+    assert dash_duo.find_element(f"#{activity.Ids.n_rows}").text == "0 rows"
     assert dash_duo.get_logs() == []  # no failed callback (a 500) behind the message
 
 
 def test_clicking_a_marker_gives_a_link_to_the_version(dash_duo, course):  # noqa: F811
     settings = settings_for(course, URL_TEMPLATE="http://hub.example/notebooks/{filename}")
     open_page(dash_duo, pv.create_app(settings))
-    type_into(dash_duo, pv.Ids.passwd, "s3cret")
+    type_into(dash_duo, PageIds.password, "s3cret")
     wait_until(lambda: any("Alice" in label for label in tick_labels(dash_duo)))
     dash_duo.driver.set_window_size(1300, 1400)
     time.sleep(1)
-    point = dash_duo.find_elements(f"#{pv.Ids.graph} .scatterlayer .point")[0]
+    point = dash_duo.find_elements(f"#{activity.Ids.graph} .scatterlayer .point")[0]
     dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
     actions = ActionChains(dash_duo.driver).move_to_element(point).pause(0.5)
     actions.click().perform()
-    dash_duo.wait_for_element(f"#{pv.Ids.link} a", timeout=10)
-    href = dash_duo.find_element(f"#{pv.Ids.link} a").get_attribute("href")
+    dash_duo.wait_for_element(f"#{activity.Ids.link} a", timeout=10)
+    href = dash_duo.find_element(f"#{activity.Ids.link} a").get_attribute("href")
     assert href.startswith("http://hub.example/notebooks/class/u0") and href.endswith(".ipynb")
 
 
@@ -134,37 +136,39 @@ def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
     wait_until(lambda: texts(dash_duo, f"#{problems.Ids.stuck} td"))
     element_screenshot(dash_duo, f"#{problems.Ids.stuck}", "stuck.png")
 
-    label = dash_duo.find_element(f"#{problems.Ids.moment_label}").text
-    handle = dash_duo.find_element(f"#{problems.Ids.moment} [role=slider]")
+    label = dash_duo.find_element(f"#{moment.Ids.label}").text
+    handle = dash_duo.find_element(f"#{moment.Ids.slider} [role=slider]")
     handle.click()
     handle.send_keys(Keys.HOME)
-    wait_until(lambda: dash_duo.find_element(f"#{problems.Ids.moment_label}").text != label)
-    wait_until(lambda: len(tick_labels(dash_duo, problems.Ids.heatmap)) == 12)
+    wait_until(lambda: dash_duo.find_element(f"#{moment.Ids.label}").text != label)
+    wait_until(lambda: "replayed" in dash_duo.find_element(f"#{moment.Ids.label}").text)
 
     dash_duo.find_element(f"#{problems.Ids.download_button}").click()
     folder = dash_duo.download_path
     wait_until(lambda: any(name.endswith(".csv") for name in os.listdir(folder)))
     (name,) = [n for n in os.listdir(folder) if n.endswith(".csv")]
+    assert re.fullmatch(r"heatmap_pl01_pl01\.ipynb_at_\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.csv", name)
     with open(os.path.join(folder, name)) as stream:
         lines = stream.read().splitlines()
-    assert lines[0].startswith("student,version saved,p1_1") and len(lines) == 13
+    assert lines[0].startswith("moment,student,version saved,p1_1")
 
-    dash_duo.find_element(f"#{problems.Ids.stuck} button.export").click()
+    dash_duo.find_element(f"#{problems.Ids.stuck_download_button}").click()
     wait_until(lambda: len([n for n in os.listdir(folder) if n.endswith(".csv")]) == 2)
     (exported,) = [n for n in os.listdir(folder) if n.endswith(".csv") and n != name]
-    with open(os.path.join(folder, exported), encoding="utf-8-sig") as stream:
-        assert stream.readline().strip() == "student,kind,problem,since,link"
+    assert exported.startswith("stuck_at_")
+    with open(os.path.join(folder, exported)) as stream:
+        assert stream.readline().strip() == "moment,student,assignment,problem,kind,since,minutes"
 
-    handle.send_keys(Keys.END)
+    dash_duo.find_element(f"#{moment.Ids.live}").click()
+    wait_until(lambda: "M = now" in dash_duo.find_element(f"#{moment.Ids.label}").text)
+    type_into(dash_duo, PageIds.password, "s3cret")
+    wait_until(lambda: any(" [" in r for r in tick_labels(dash_duo, problems.Ids.heatmap)))
     cell = dash_duo.find_element(f"{heatmap} .nsewdrag")
     ActionChains(dash_duo.driver).move_to_element_with_offset(cell, 0, 0).pause(
         0.5
     ).click().perform()
     dash_duo.wait_for_contains_text(f"#{version.Ids.view}", "saved", timeout=15)
-    assert "p1_1:" in dash_duo.find_element(f"#{version.Ids.view}").text
-    dash_duo.driver.execute_script(
-        "arguments[0].scrollIntoView()", dash_duo.find_element(f"#{version.Ids.view}")
-    )
+    assert "p1_" in dash_duo.find_element(f"#{version.Ids.view}").text
     screenshot(dash_duo, "version.png")
 
 
@@ -180,17 +184,19 @@ def test_file_names_with_markup_show_literally_and_links_are_encoded(dash_duo, t
         "USERS_CSV": str(tmp_path / "users.csv"),
         "PASSWD": "pw",
         "URL_TEMPLATE": "http://hub.example/n/{filename}",
+        "ACCESS_TOKEN": ACCESS_TOKEN,
+        "ACCESS_DB": private_access_db(),
     }
     open_page(dash_duo, pv.create_app(settings))
-    wait_until(lambda: tick_labels(dash_duo) == [f"{name} *"])
-    assert not dash_duo.find_elements(f"#{pv.Ids.graph} .ytick b")
-    type_into(dash_duo, pv.Ids.passwd, "pw")
+    wait_until(lambda: tick_labels(dash_duo) == [f"{name} student 1"])
+    assert not dash_duo.find_elements(f"#{activity.Ids.graph} .ytick b")
+    type_into(dash_duo, PageIds.password, "pw")
     wait_until(lambda: tick_labels(dash_duo) == [f"{name} x"])
     time.sleep(1)
-    point = dash_duo.find_elements(f"#{pv.Ids.graph} .scatterlayer .point")[0]
+    point = dash_duo.find_elements(f"#{activity.Ids.graph} .scatterlayer .point")[0]
     ActionChains(dash_duo.driver).move_to_element(point).pause(0.5).click().perform()
-    dash_duo.wait_for_element(f"#{pv.Ids.link} a", timeout=10)
-    link = dash_duo.find_element(f"#{pv.Ids.link} a")
+    dash_duo.wait_for_element(f"#{activity.Ids.link} a", timeout=10)
+    link = dash_duo.find_element(f"#{activity.Ids.link} a")
     assert link.get_attribute("href") == (
         "http://hub.example/n/hoge/x/%3Cb%3Ebold%3Ci%3E%20%22q%22%2350%25.ipynb"
     )

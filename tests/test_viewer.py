@@ -715,7 +715,8 @@ def test_a_click_selects_the_version_and_the_same_row_again_works(course):
     assert first["problem"] == row["problem"] and first["assignment"] == row["assignment"]
     assert first["anchor"] == nbview.problem_anchor(row["problem"])
     assert problems.selection(data, "no/such.ipynb", row["rowid"], None, 3) is None
-    assert problems.clicked_cell({"points": [{"customdata": "x"}]}) is None
+    assert problems.clicked_cell({"points": [{"customdata": "x", "x": 1}]}) is None
+    assert problems.clicked_cell({"points": [{"customdata": 7, "x": 2}]}) == (7, 2)
 
 
 def pv_request():
