@@ -111,8 +111,14 @@ def make_header():
     return html.Div(
         [
             html.B("Class progress", style={"fontSize": "1.3em"}),
-            html.Label(["password: ", text_box(PageIds.password, size=10, kind="password")]),
-            html.Span(id=PageIds.password_message, style=ERROR_STYLE),
+            html.Label(
+                [
+                    "password: ",
+                    text_box(PageIds.password, size=10, kind="password"),
+                    html.Span(id=PageIds.password_message, style={"marginLeft": "0.5em"}),
+                ],
+                style={"display": "flex", "alignItems": "center", "whiteSpace": "nowrap"},
+            ),
             html.Label(
                 [
                     "only ",
@@ -158,7 +164,9 @@ def password_message(data, password):
     """What the header says about the typed password."""
     if not password:
         return ""
-    return "names shown" if data.names_shown(password) else "wrong password"
+    if data.names_shown(password):
+        return html.Span("names shown", style={"color": "#555"})
+    return html.Span("wrong password", style=ERROR_STYLE)
 
 
 def register_page(app, data):

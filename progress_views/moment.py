@@ -32,7 +32,15 @@ def make_bar():
         [
             html.Span(id=Ids.label, style={"whiteSpace": "nowrap", "minWidth": "19em"}),
             html.Div(
-                dcc.Slider(id=Ids.slider, min=0, max=60, step=60, value=60, marks=None),
+                dcc.Slider(
+                    id=Ids.slider,
+                    min=0,
+                    max=60,
+                    step=60,
+                    value=60,
+                    marks=None,
+                    allow_direct_input=False,  # it would show seconds, not a clock time
+                ),
                 style={"flex": "1"},
             ),
             html.Button("live", id=Ids.live, title="follow the present moment"),
