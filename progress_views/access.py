@@ -15,8 +15,11 @@ goes through one AttemptLog, a small SQLite file (ACCESS_DB, mode 0600) shared b
 worker of the deployment. A client with FAILURES_PER_CLIENT distinct wrong guesses of a
 kind within FAILURE_WINDOW_SECONDS, or everyone once FAILURES_IN_TOTAL were made, is
 refused even the right secret of that kind until the window passes; each wrong guess is
-logged with the client's address (never its text). The same file keeps the key that signs
-the session cookie.
+logged with the client's address (never its text). A token of STRONG_TOKEN_LENGTH
+characters or more (the ones made here have 43) cannot be guessed, so wrong tokens are only
+logged: a limit would let any student lock the teacher's new pages out, as every local
+account reaches the viewer from 127.0.0.1. The same file keeps the key that signs the
+session cookie.
 """
 
 import hashlib
@@ -42,6 +45,7 @@ MAX_REQUEST_BYTES = 1024 * 1024
 FAILURES_PER_CLIENT = 5
 FAILURES_IN_TOTAL = 50
 FAILURE_WINDOW_SECONDS = 300
+STRONG_TOKEN_LENGTH = 32
 ACCESS_DB_NAME = "progress_viewer_access.sqlite"
 COOKIE_NAME = "progress_viewer_session"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -176,11 +180,11 @@ class AttemptLog:
                 (kind, client, fingerprint(self.key(), kind, guess), now),
             ).rowcount
 
-    def admit(self, client, kind, guess, is_right, detail=""):
+    def admit(self, client, kind, guess, is_right, detail="", limited=True):
         """True when the secret of `kind` guessed (`guess`) is right (`is_right()`) and
-        `client` is not locked out; a wrong guess is recorded and logged with the client's
-        address and `detail` (a user name), never its text."""
-        if self.locked_out(kind, client):
+        `client` is not locked out (never, when not `limited`); a wrong guess is recorded
+        and logged with the client's address and `detail` (a user name), never its text."""
+        if limited and self.locked_out(kind, client):
             LOG.warning("refused a %s%s from %s: too many wrong guesses", kind, detail, client)
             return False
         if is_right():
@@ -318,6 +322,13 @@ class TokenGuard:
         self.token = token
         self.attempts = attempts
         self.expected = fingerprint(attempts.key(), "token", token)
+        self.limited = len(token) < STRONG_TOKEN_LENGTH
+        if self.limited:
+            LOG.warning(
+                "ACCESS_TOKEN has fewer than %d characters: it can be guessed, so wrong"
+                " tokens lock clients out; leave it unset for a strong one",
+                STRONG_TOKEN_LENGTH,
+            )
 
     def __call__(self, request, session):
         if hmac.compare_digest(str(session.get("token", "")), self.expected):
@@ -326,7 +337,7 @@ class TokenGuard:
         if offered is None:
             return self.refuse()
         right = lambda: hmac.compare_digest(offered.encode(), self.token.encode())  # noqa: E731
-        if not self.attempts.admit(client_address(), TOKEN, offered, right):
+        if not self.attempts.admit(client_address(), TOKEN, offered, right, "", self.limited):
             return self.refuse()
         if "token" in request.args:
             session["token"] = self.expected
