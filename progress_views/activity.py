@@ -167,27 +167,27 @@ def compile_regexp(pattern):
         raise ValueError(f"bad path regexp {pattern[:60]!r}: {reason}") from None
 
 
-def path_groups(sources):
-    """{regexp: set of files} made by replacing one component of a path with [^/]+."""
-    counts = {}
-    for source in sources:
-        parts = source.split("/")
+def path_groups(paths):
+    """{regexp: set of indexes into `paths`} made by replacing one component of a path
+    with [^/]+."""
+    groups = {}
+    for index, path in enumerate(paths):
+        parts = path.split("/")
         for i in range(len(parts)):
             pattern = (
                 "^"
                 + "/".join("[^/]+" if j == i else re.escape(part) for j, part in enumerate(parts))
                 + "$"
             )
-            counts.setdefault(pattern, set()).add(source)
-    return counts
+            groups.setdefault(pattern, set()).add(index)
+    return groups
 
 
-def group_table(catalog):
+def group_table(paths, owners):
     """[(regexp, files, owners)] of every path group, most files first."""
-    owner_of = dict(zip(catalog.sources, catalog.source_owner))
     groups = [
-        (pattern, len(files), len({owner_of[f] for f in files}))
-        for pattern, files in path_groups(catalog.sources).items()
+        (pattern, len(files), len({owners[i] for i in files}))
+        for pattern, files in path_groups(paths).items()
     ]
     return sorted(groups, key=lambda g: (-g[1], g[0]))
 
@@ -359,10 +359,11 @@ def empty_figure():
 # ---------------------------------------------------------------------------- over the data
 
 
-def source_mask(catalog, patterns):
-    """regexp_mask, kept in the catalog's LRU (a few patterns, not every one typed)."""
-    key = ("mask", tuple(patterns))
-    return catalog.cache.get(key, lambda: regexp_mask(catalog.sources, patterns))
+def source_mask(data, patterns, shown):
+    """regexp_mask over data.searchable_paths(shown), kept in the catalog's LRU (a few
+    patterns, not every one typed)."""
+    paths = data.searchable_paths(shown)
+    return data.memo(("mask", shown, tuple(patterns)), lambda: regexp_mask(paths, patterns))
 
 
 def graph(data, filters, now=None):
@@ -379,7 +380,7 @@ def graph(data, filters, now=None):
         after, before = parse_time(filters.after, now), parse_time(filters.before, now)
         limit = filters.limit()
         catalog = data.catalog()
-        mask = source_mask(catalog, filters.patterns())
+        mask = source_mask(data, filters.patterns(), shown)
     except (ValueError, *data.errors) as error:
         return empty_figure(), "0 rows", "\n".join([*notes, str(error)])
     if moment is not None:
@@ -400,14 +401,16 @@ def graph(data, filters, now=None):
 
 
 def suggestions(data, threshold, password):
-    """The suggested path groups as checklist options (none when the threshold is bad)."""
+    """The suggested path groups as checklist options (none when the threshold is bad),
+    over the paths the regexp searches."""
     try:
         limit = whole_number(threshold, "group threshold", GROUP_THRESHOLD_DEFAULT)
-        catalog = data.catalog()
+        shown = data.names_shown(password)
+        paths, owners = data.searchable_paths(shown), data.catalog().source_owner
     except (ValueError, *data.errors):
         return []
-    groups = catalog.cache.get("groups", lambda: group_table(catalog))
-    found = suggest_groups(groups, limit, data.names_shown(password))
+    groups = data.memo(("groups", shown), lambda: group_table(paths, owners))
+    found = suggest_groups(groups, limit, shown)
     return [{"label": f"{pattern} ({count})", "value": pattern} for pattern, count in found]
 
 

@@ -6,7 +6,8 @@
     data.history(assignment)    model.History of one assignment (LRU-cached)
     data.names_shown(password)  the names password, checked by access.PasswordGate
     data.student_labels(uids, shown)   uid -> `uid [USER_ATTRS]`, or `student N` hidden
-    data.source_label(source, shown)   an activity row's label (never a student path hidden)
+    data.source_label(source, owner, shown)   an activity row's label (no student path hidden)
+    data.searchable_paths(shown)       what the path regexp searches (no student path hidden)
     data.filter_columns(shown), data.allowed_uids(column, value, shown), data.team_of(shown)
     data.version_filename(rowid), data.version_owner(rowid), data.file_url(filename)
     data.memo(key, compute)     a per-catalog LRU cache for what a view derives from it
@@ -386,6 +387,22 @@ class Data:
             ("folder", owner),
             lambda: folder_of_owner(catalog.sources, catalog.source_owner, owner),
         )
+
+    def searchable_paths(self, shown):
+        """What the path regexp and the suggested groups search, one per catalog source:
+        the path under the destination with the names password, else the path under the
+        owner's folder (a regexp over the rest, `/u001/`, would tell who a row is)."""
+        catalog = self.catalog()
+        if shown:
+            return catalog.sources
+
+        def relative():
+            return [
+                shown_path(source, self.owner_folder(owner))
+                for source, owner in zip(catalog.sources, catalog.source_owner)
+            ]
+
+        return self.memo("relative paths", relative)
 
     def source_label(self, source, owner, shown):
         """An activity row: `file [attrs] uid` with the password, else `file student N`;

@@ -494,6 +494,31 @@ def selection(data, assignment, rowid, problem, click):
     }
 
 
+def row_selection(data, table, active_cell, click):
+    """selection() for a click on a stuck_table row (None for a row that names no shared
+    assignment, or anything a browser may forge)."""
+    rows = table if isinstance(table, list) else []
+    number = index(active_cell.get("row") if isinstance(active_cell, dict) else None, len(rows))
+    row = rows[number] if number is not None and isinstance(rows[number], dict) else {}
+    assignment, rowid = optional_text(row.get("open")), row.get("rowid")
+    if not assignment or isinstance(rowid, bool) or not isinstance(rowid, int):
+        return None
+    return selection(data, assignment, rowid, optional_text(row.get("problem")), click)
+
+
+def cell_selection(data, assignment, click, click_id):
+    """selection() for a click on a heatmap cell."""
+    cell = clicked_cell(click)
+    if cell is None or not isinstance(assignment, str):
+        return None
+    try:
+        problems = data.history(assignment).problems
+    except (KeyError, *data.errors):
+        return None
+    problem = problems[cell[1]] if 0 <= cell[1] < len(problems) else None
+    return selection(data, assignment, cell[0], problem, click_id)
+
+
 def owner_of_version(history, rowid):
     """The student whose version of the assignment `rowid` is, or None."""
     return next(
@@ -694,24 +719,8 @@ def register(app, data):
     def select_version(click, active_cell, table, assignment):
         click_id = time.time()  # a new value per click: the same row twice opens twice
         if ctx.triggered_id == Ids.stuck:
-            rows = table if isinstance(table, list) else []
-            number = index(
-                active_cell.get("row") if isinstance(active_cell, dict) else None, len(rows)
-            )
-            row = rows[number] if number is not None and isinstance(rows[number], dict) else {}
-            chosen = optional_text(row.get("open"))
-            rowid = row.get("rowid")
-            if not chosen or isinstance(rowid, bool) or not isinstance(rowid, int):
-                return no_update, None, no_update
-            picked = selection(data, chosen, rowid, row.get("problem"), click_id)
-            return picked or no_update, None, chosen if picked else no_update
-        cell = clicked_cell(click)
-        if cell is None or not isinstance(assignment, str):
-            return no_update, no_update, no_update
-        try:
-            problems = data.history(assignment).problems
-        except (KeyError, *data.errors):
-            return no_update, no_update, no_update
-        problem = problems[cell[1]] if 0 <= cell[1] < len(problems) else None
-        picked = selection(data, assignment, cell[0], problem, click_id)
+            picked = row_selection(data, table, active_cell, click_id)
+            # the table forgets the click, so that the same row can be clicked again
+            return picked or no_update, None, picked["assignment"] if picked else no_update
+        picked = cell_selection(data, assignment, click, click_id)
         return picked or no_update, no_update, no_update

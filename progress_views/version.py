@@ -106,11 +106,17 @@ def student_options(data, history, names, allowed):
     ]
 
 
+def selected_rowid(selected):
+    """The rowid in the selected_version store, or None (whatever the browser sent)."""
+    rowid = selected.get("rowid") if isinstance(selected, dict) else None
+    return rowid if isinstance(rowid, int) and not isinstance(rowid, bool) else None
+
+
 def chosen_student(history, options, selected, current):
     """The student row to show: the one whose version was clicked, else the current one
     when the filter still keeps it, else None."""
     kept = {o["value"] for o in options}
-    rowid = selected.get("rowid") if isinstance(selected, dict) else None
+    rowid = selected_rowid(selected)
     for n, uid in enumerate(history.students):
         if n in kept and any(v.rowid == rowid for v in history.versions[uid]):
             return n
@@ -123,7 +129,7 @@ def version_options(history, student, selected, moment):
     options = [
         {"label": version_label(v, history.problems), "value": v.rowid} for v in reversed(versions)
     ]
-    rowid = selected.get("rowid") if isinstance(selected, dict) else None
+    rowid = selected_rowid(selected)
     if rowid in {v.rowid for v in versions}:
         return options, rowid
     at_moment = history.state_at(history.students[student], moment)

@@ -178,8 +178,10 @@ def test_marker_color_and_size(counts, color, size):
 def test_path_groups_replace_one_component():
     sources = [f"hoge/{u}/notebooks/pl01.ipynb" for u in "abc"] + ["hoge/a/notebooks/pl02.ipynb"]
     groups = activity.path_groups(sources)
-    assert len(groups[r"^hoge/[^/]+/notebooks/pl01\.ipynb$"]) == 3
-    assert len(groups[r"^hoge/a/notebooks/[^/]+$"]) == 2
+    assert groups[r"^hoge/[^/]+/notebooks/pl01\.ipynb$"] == {0, 1, 2}
+    assert groups[r"^hoge/a/notebooks/[^/]+$"] == {0, 3}
+    table = activity.group_table(["a/p.ipynb", "b/p.ipynb", "a/x.ipynb"], ["a", "b", "a"])
+    assert table[:2] == [(r"^[^/]+/p\.ipynb$", 2, 2), (r"^a/[^/]+$", 2, 1)]
 
 
 def test_version_url_percent_encodes_the_name():
@@ -285,7 +287,7 @@ def seed_view(tmp_path, **chosen):
         "max_lines": 100,
         **chosen,
     }
-    mask = activity.source_mask(catalog, args.pop("patterns"))
+    mask = activity.source_mask(data, args.pop("patterns"), True)
     view = activity.select_view(catalog, mask, team_of=data.team_of(True), **args)
     return catalog, view
 
@@ -347,7 +349,7 @@ def test_caches_are_bounded(tmp_path):
     data = seed_data(tmp_path)
     catalog = data.catalog()
     for n in range(500):
-        activity.source_mask(catalog, [f"x{n}"])
+        activity.source_mask(data, [f"x{n}"], n % 2 == 0)
     assert len(catalog.cache) <= CACHE_ENTRIES
     with pytest.raises(KeyError):
         data.history("not/an/assignment.ipynb")
@@ -505,26 +507,39 @@ def test_silent_fallbacks_are_messages(course):
 
 
 def test_suggestions_offer_groups_and_hide_single_student_ones(course):
+    """With the password the groups are over whole paths; without it over the paths under
+    each student's folder (those name no one)."""
     data = data_for(settings_for(course))
     with pv_request():
         anonymous = activity.suggestions(data, 10, None)
         revealed = activity.suggestions(data, 1, "s3cret")
         hidden = activity.suggestions(data, 1, None)
+    assert {"label": r"^pl01/[^/]+$ (12)", "value": r"^pl01/[^/]+$"} in anonymous
+    assert "u00" not in json.dumps(anonymous) + json.dumps(hidden)
     assert {
         "label": r"^class/[^/]+/notebooks/pl01/pl01\.ipynb$ (12)",
         "value": r"^class/[^/]+/notebooks/pl01/pl01\.ipynb$",
-    } in anonymous
-    assert "u00" not in json.dumps(anonymous) + json.dumps(hidden)
+    } in revealed
     assert any("u001" in option["value"] for option in revealed)
 
 
 def test_choosing_a_group_filters(course):
     data = data_for(settings_for(course))
     with pv_request():
-        chosen = filters(groups=[r"^class/[^/]+/notebooks/pl02/pl02\.ipynb$"])
-        figure, n_rows, _ = activity.graph(data, chosen)
-    assert n_rows == "12 rows"
+        figure, n_rows, _ = activity.graph(data, filters(groups=[r"^pl02/[^/]+$"]))
+        named = filters(password="s3cret", groups=[r"^class/[^/]+/notebooks/pl02/pl02\.ipynb$"])
+        _, named_rows, _ = activity.graph(data, named)
+    assert n_rows == "12 rows" and named_rows == "12 rows"
     assert all(label.startswith("pl02/pl02.ipynb") for label in figure_labels(figure))
+
+
+def test_a_regexp_without_the_password_cannot_pick_out_a_student(course):
+    """A regexp over the whole path, `/u001/`, would show which row is u001's."""
+    data = data_for(settings_for(course))
+    with pv_request():
+        _, hidden, _ = activity.graph(data, filters(path_re="/u001/"))
+        _, named, _ = activity.graph(data, filters(path_re="/u001/", password="s3cret"))
+    assert hidden == "0 rows" and named == "2 rows"
 
 
 def test_a_replayed_moment_hides_later_versions(course):
@@ -715,6 +730,12 @@ def test_a_click_selects_the_version_and_the_same_row_again_works(course):
     assert first["problem"] == row["problem"] and first["assignment"] == row["assignment"]
     assert first["anchor"] == nbview.problem_anchor(row["problem"])
     assert problems.selection(data, "no/such.ipynb", row["rowid"], None, 3) is None
+    table = [{**row, "problem": ["x"]}, {**row, "rowid": "1"}, "x"]
+    clicked = problems.row_selection(data, table, {"row": 0}, 4)
+    assert clicked["rowid"] == row["rowid"] and clicked["problem"] is None
+    for forged in ({"row": 1}, {"row": 2}, {"row": 3}, {"row": "0"}, [0], None):
+        assert problems.row_selection(data, table, forged, 5) is None
+    assert version.selected_rowid({"rowid": [1]}) is None
     assert problems.clicked_cell({"points": [{"customdata": "x", "x": 1}]}) is None
     assert problems.clicked_cell({"points": [{"customdata": 7, "x": 2}]}) == (7, 2)
 
