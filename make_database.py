@@ -7,7 +7,9 @@ whose first line is `suffix=.bak_T`. This script reads one such log and, for eve
 file rsync listed:
 
 1. renames the previous version rsync kept (`nb.ipynb.bak_T`) to `nb.bak_T.ipynb`, so that
-   it still opens as a notebook, and records it;
+   it still opens as a notebook, and records it (a name too long for that suffix had it
+   kept in `.long_name_versions/T/` instead: it is moved beside it under a shortened name,
+   `<start of the name>~<8 hex>.bak_T.ipynb`, and its source noted in `version_details`);
 2. records the current copy.
 
 A record is one row of `summary` (file name relative to the destination, the copy's mtime,
@@ -38,6 +40,7 @@ __version__ = "0.3.0"  # the project's one version string (the other scripts imp
 import argparse
 import csv
 import errno
+import hashlib
 import marshal
 import os
 import re
@@ -81,7 +84,7 @@ CREATE INDEX IF NOT EXISTS summary_owner ON summary(owner);
 CREATE INDEX IF NOT EXISTS summary_t ON summary(t);
 CREATE INDEX IF NOT EXISTS problems_filename ON problems(filename);
 CREATE TABLE IF NOT EXISTS applied_logs(log unique, suffix);
-CREATE TABLE IF NOT EXISTS version_details(filename unique, epoch, mtime, file_key, reason);
+CREATE TABLE IF NOT EXISTS version_details(filename unique, epoch, mtime, file_key, reason, source);
 CREATE TABLE IF NOT EXISTS oversize_files(source unique, file_key);
 """  # noqa: E501
 # version_details, one row per summary row:
@@ -90,12 +93,20 @@ CREATE TABLE IF NOT EXISTS oversize_files(source unique, file_key);
 #   file_key  `inode:size:mtime_ns` of the copy, which tells whether a previous version
 #             rsync kept is the very file recorded under the current name a cycle ago
 #   reason    why the counts are NULL (over --max-size, not a readable notebook), or NULL
+#   source    the file it is a version of when its name does not say so (source_of): the
+#             shortened name of a long name's version; NULL when it does
 # oversize_files: the file_key of each file over --max-size when last recorded, so that
 # one that did not change is recorded (and warned about) once, not every cycle.
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 WAL_CHECKPOINT_PAGES = 8192  # 32 MB with 4 KB pages
 CHECKPOINTS_DIR = ".ipynb_checkpoints"
+# Where rsync_notebooks.py has rsync keep the previous version of a file whose name is too
+# long to get the suffix (`.long_name_versions/T/<path>`), until it is moved beside it.
+LONG_NAME_VERSIONS = ".long_name_versions"
+NAME_MAX = 255  # bytes in a file name
+NAME_HASH_LENGTH = 8  # hex digits of a long name's hash in its versions' shortened name
+LONGEST_EXTENSION = 16  # bytes; a longer `.xyz` is kept as part of the cut stem
 UNKNOWN_OWNER = "unknown"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # A version's mtime before this (2000-01-01 UTC: a zip's 1980, a clock never set) or more
@@ -368,9 +379,13 @@ def read_log(path):
 
 def is_version(path):
     """False for a file that is copied but is no version of a student's file: Jupyter's
-    checkpoints, its atomic-save copies and rsync's temporary files."""
-    return CHECKPOINTS_DIR not in path.split("/") and not TEMPORARY_NAME_RE.match(
-        os.path.basename(path)
+    checkpoints, its atomic-save copies, rsync's temporary files, and anything in the
+    loop's own folder of long names' versions."""
+    parts = path.split("/")
+    return (
+        CHECKPOINTS_DIR not in parts
+        and parts[0] != LONG_NAME_VERSIONS
+        and not TEMPORARY_NAME_RE.match(parts[-1])
     )
 
 
@@ -381,10 +396,58 @@ def backup_name(path, suffix):
     return os.path.join(directory, stem + suffix + ext)
 
 
+def long_name_versions(t):
+    """The folder (under the destination) where the previous versions of long names that
+    cycle T replaced are kept: `.long_name_versions/2021-10-17T18:26:14`."""
+    return os.path.join(LONG_NAME_VERSIONS, t)
+
+
+def too_long_for_suffix(path, suffix):
+    """True when `path`'s name with `suffix` added has more than NAME_MAX bytes."""
+    return len(os.fsencode(os.path.basename(path) + suffix)) > NAME_MAX
+
+
+def short_backup_name(path, suffix):
+    """`dir/<240 bytes>.ipynb` + `.bak_T` -> `dir/<start>~1a2b3c4d.bak_T.ipynb`: the name of a
+    previous version of a file whose name is too long for backup_name. It keeps the
+    extension and as many whole characters of the stem as fit NAME_MAX bytes; the 8 hex
+    digits, of a hash of the whole name, keep apart two long names that start alike."""
+    directory, base = os.path.split(path)
+    stem, extension = os.path.splitext(base)
+    if len(os.fsencode(extension)) > LONGEST_EXTENSION:
+        stem, extension = base, ""
+    digest = hashlib.sha256(os.fsencode(base)).hexdigest()[:NAME_HASH_LENGTH]
+    mark = f"~{digest}{suffix}{extension}"
+    room, kept = NAME_MAX - len(os.fsencode(mark)), []
+    for character in stem:  # one undecodable byte is one character here
+        room -= len(os.fsencode(character))
+        if room < 0:
+            break
+        kept.append(character)
+    return os.path.join(directory, "".join(kept) + mark)
+
+
+def previous_version_names(path, suffix):
+    """(where rsync kept the version of `path` that the cycle with `suffix` replaced, the
+    name it is renamed to and recorded under), both relative to the destination:
+    `nb.ipynb.bak_T` -> `nb.bak_T.ipynb`; for a name too long for the suffix,
+    `.long_name_versions/T/<path>` -> short_backup_name."""
+    if too_long_for_suffix(path, suffix):
+        kept = os.path.join(long_name_versions(suffix.removeprefix(".bak_")), path)
+        return kept, short_backup_name(path, suffix)
+    return path + suffix, backup_name(path, suffix)
+
+
 def source_of(filename):
     """The file a recorded version belongs to: `dir/nb.bak_T.ipynb` -> `dir/nb.ipynb`."""
     directory, base = os.path.split(filename)
     return os.path.join(directory, BACKUP_MARK_RE.sub("", base, count=1))
+
+
+def stated_source(filename, source):
+    """`source`, the file `filename` is a version of, when source_of(filename) does not
+    say it (a long name's shortened version, or a file named like a version); else None."""
+    return None if source_of(filename) == source else source
 
 
 # ---------------------------------------------------------------------------- notebooks
@@ -625,6 +688,7 @@ class Record(NamedTuple):
     file_key: str | None  # version_key of the file
     reason: str | None = None  # why counts are None
     stored: bool = False  # the problems rows the database holds under this name are these
+    source: str | None = None  # stated_source of the file it is a version of
 
 
 class Known(NamedTuple):
@@ -706,25 +770,53 @@ def make_record(filename, path, info, owner, cycle, warn, known=None, parsed=Non
     return record._replace(counts=tuple(counts), problems=[tuple(p) for p in problems])
 
 
-def rename_backups(dest, files, suffix, created=frozenset()):
-    """Give each previous version rsync kept its readable name; return the versions
-    to record, [(recorded name, source path)], in log order. A file rsync `created`
-    had no previous version."""
-    versions = []
+def rename_backups(dest, files, suffix, created=frozenset(), warn=None):
+    """Give each previous version rsync kept its readable name (previous_version_names);
+    return the versions to record, [(recorded name, source path)], in log order. A file
+    rsync `created` had no previous version. A long name's version, moved out of
+    `.long_name_versions/T/` (then emptied), is named in a warning."""
+    warn = warn or (lambda message: print(message, file=sys.stderr))
+    versions, moved = [], False
     for path in files:
         if not is_version(path):
             continue
-        renamed = backup_name(path, suffix)
-        if path not in created and keep_backup(dest, path + suffix, renamed):
+        kept, renamed = previous_version_names(path, suffix)
+        long_name = kept != path + suffix
+        if path not in created and keep_backup(dest, kept, renamed):
             versions.append((renamed, path))
+            if long_name:
+                warn(
+                    f"warning: {text_name(path)}: its name is too long for a backup suffix;"
+                    f" the version it replaced is recorded as {text_name(renamed)}"
+                )
+        moved = moved or (long_name and path not in created)
         versions.append((path, path))
+    if moved:
+        remove_empty_folders(dest, long_name_versions(suffix.removeprefix(".bak_")))
     return versions
+
+
+def remove_empty_folders(dest, folder):
+    """Remove `dest/folder` and the folders in it when empty (deepest first), then its
+    parents up to (not including) `dest` while they are empty."""
+    for below, _, _ in os.walk(os.path.join(dest, folder), topdown=False):
+        try:
+            os.rmdir(below)
+        except OSError:  # not empty: something in it is still to be moved out
+            pass
+    parent = os.path.dirname(folder)
+    while parent:
+        try:
+            os.rmdir(os.path.join(dest, parent))
+        except OSError:
+            return
+        parent = os.path.dirname(parent)
 
 
 def keep_backup(dest, kept, renamed):
     """Rename rsync's backup `kept` to `renamed` unless an interrupted run did already;
     True when a regular file is there to record. A name too long to get the suffix has no
-    backup beside it (rsync_notebooks.py keeps those versions elsewhere)."""
+    backup beside it, but may have one in `.long_name_versions/T/` (previous_version_names)."""
     kept_path, renamed_path = os.path.join(dest, kept), os.path.join(dest, renamed)
     info = lstat_or_none(renamed_path)
     if info is None:
@@ -776,9 +868,9 @@ def write_problems(conn, records):
 
 def write_details(conn, records):
     conn.executemany(
-        "INSERT OR REPLACE INTO version_details(filename, epoch, mtime, file_key, reason)"
-        " VALUES (?,?,?,?,?)",
-        [(r.filename, r.epoch, r.mtime, r.file_key, r.reason) for r in records],
+        "INSERT OR REPLACE INTO version_details(filename, epoch, mtime, file_key, reason, source)"
+        " VALUES (?,?,?,?,?,?)",
+        [(r.filename, r.epoch, r.mtime, r.file_key, r.reason, r.source) for r in records],
     )
 
 
@@ -805,7 +897,19 @@ def connect(db):
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     conn.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
     conn.executescript(SCHEMA)
+    add_source_column(conn)
     return conn
+
+
+def add_source_column(conn):
+    """Give a version_details made before `source` existed (0.3.0) that column."""
+    columns = {name for _, name, *_ in conn.execute("PRAGMA table_info(version_details)")}
+    if "source" not in columns:
+        try:
+            conn.execute("ALTER TABLE version_details ADD COLUMN source")
+        except sqlite3.OperationalError as error:  # another connection just added it
+            if "duplicate column" not in str(error):
+                raise
 
 
 def recorded_versions(conn, filenames):
@@ -868,6 +972,7 @@ def build_records(conn, dest, versions, folders, cycle, warn, parsing=None):
         record = make_record(
             filename, path, info, owner, cycle, warn, previous, parsed.get(filename)
         )
+        record = record._replace(source=stated_source(record.filename, text_name(source)))
         # a new version whose graded cells came out as before (an autosave while typing)
         # leaves its problems rows as they are
         before = known.get(record.filename) if filename == source else None
@@ -907,7 +1012,11 @@ def oversize_records(conn, sync_log, folders, cycle, taken, warn):
         )
         owner = owner_of(path, folders)
         mtime = info.st_mtime if info else None
-        records.append(Record(name, t, owner, (None,) * 5, [], epoch, mtime, key, OVERSIZE_REASON))
+        records.append(
+            Record(name, t, owner, (None,) * 5, [], epoch, mtime, key, OVERSIZE_REASON)._replace(
+                source=stated_source(name, text_name(path))
+            )
+        )
         keys.append((text_name(path), key))
     return records, keys
 
@@ -925,7 +1034,7 @@ def apply_log(conn, log, dest, users, warn=None):
     replaced = sum(f not in sync_log.created for f in notebooks) / max(len(notebooks), 1)
     parsing = Parsing(dest, notebooks, replaced=replaced)
     try:
-        versions = rename_backups(dest, sync_log.files, sync_log.suffix, sync_log.created)
+        versions = rename_backups(dest, sync_log.files, sync_log.suffix, sync_log.created, warn)
         records = build_records(conn, dest, versions, folders, cycle, warn, parsing)
     finally:
         parsing.close()
@@ -1018,9 +1127,9 @@ def print_parse_only(path):
 def print_dry_run(log, dest, users):
     sync_log, folders = read_log(log), user_folders(users)
     for path in filter(is_version, sync_log.files):
-        previous = backup_name(path, sync_log.suffix)
+        kept, previous = previous_version_names(path, sync_log.suffix)
         owner = owner_of(path, folders)
-        for name in (previous, path + sync_log.suffix):
+        for name in (previous, kept):
             if os.path.lexists(os.path.join(dest, name)):
                 print(f"previous version\t{previous}\t{owner}")
                 break

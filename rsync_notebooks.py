@@ -7,7 +7,8 @@ Each cycle:
    so their number has no limit) into the destination, keeping each replaced file as
    `<name>.bak_T`, and writes rsync's itemized output to `<log-dir>/sync_T.log` (first
    line `suffix=.bak_T`); files whose names are too long for that suffix are copied by a
-   second rsync, their replaced versions kept under `<dest>/.long_name_versions/T/`;
+   second rsync, their replaced versions kept under `<dest>/.long_name_versions/T/` until
+   make_database.py moves them beside them under a shortened name;
 3. runs make_database.py (the one beside this script) on that log to record every new
    version in the SQLite database;
 4. prints one line (copied, recorded, warnings, time taken) and sleeps
@@ -56,10 +57,10 @@ MAKE_DATABASE = os.path.join(HERE, "make_database.py")
 TIME_FORMAT = make_database.TIME_FORMAT
 # Folders of the loop's own inside the destination (no student's copy lands there).
 RSYNC_TEMP_DIR = ".rsync_tmp"  # rsync's temporary files, never left in a student's folder
-LONG_NAME_VERSIONS = ".long_name_versions"  # previous versions of too long names, by T
+LONG_NAME_VERSIONS = make_database.LONG_NAME_VERSIONS  # previous versions of long names
 # A file name longer than this cannot get its backup name (`.bak_T` added) on a file
 # system whose names hold at most 255 bytes, and rsync would abort for everyone.
-NAME_MAX = 255
+NAME_MAX = make_database.NAME_MAX
 LONGEST_NAME = NAME_MAX - len(".bak_" + time.strftime(TIME_FORMAT, time.gmtime(0)))
 # rsync's wildmatch `?` matches one byte: this pattern matches names of LONGEST_NAME + 1
 # bytes or more.
@@ -85,6 +86,7 @@ COPY_OPTIONS = [
     "--one-file-system",
     "--backup",
     f"--max-size={MAX_SIZE}",
+    "--info=skip1",  # names each file left out for that in the log: `NAME is over max-size`
     # What the seed did with `chmod -R +rX dest` afterwards, without a second walk of the
     # tree: the instructor's (unprivileged) viewer can read every copy. The destination
     # folder itself is 0700, so no other account can.
@@ -92,11 +94,10 @@ COPY_OPTIONS = [
     # relative to the destination; a killed transfer leaves its file there, not in a copy
     f"--temp-dir={RSYNC_TEMP_DIR}",
 ]
-# The one rsync over every student: it also names in its log what it leaves out, as
-# `NAME is over max-size` and `[sender] hiding file NAME because of pattern PATTERN`.
+# The one rsync over every student: it also names in its log the files its filters leave
+# out, as `[sender] hiding file NAME because of pattern PATTERN`.
 RSYNC_OPTIONS = [
     *COPY_OPTIONS,
-    "--info=skip1",
     "--debug=filter1",
     f"--filter=+ {LONG_NAME_PATTERN}/",  # a folder's name is never given a suffix
     f"--filter=- {LONG_NAME_PATTERN}",
@@ -186,8 +187,8 @@ def shown_command(args, count, sudo):
 def long_names_command(dest, t, sudo):
     """The rsync argument list that copies files whose names are too long to get a backup
     suffix, read from its input: the version each replaces keeps its name, under
-    `<dest>/.long_name_versions/T/`."""
-    versions = f"--backup-dir={LONG_NAME_VERSIONS}/{format_t(t)}"
+    `<dest>/.long_name_versions/T/` (make_database.py moves it out)."""
+    versions = f"--backup-dir={make_database.long_name_versions(format_t(t))}"
     return [
         *sudo_prefix(sudo),
         "rsync",
@@ -660,8 +661,9 @@ class CopyProgress:
 
 def copy(sources, args, t, stream, sudo, suspects, tally):
     """Run this cycle's rsyncs (rsync_groups: one, unless some failed last cycle); then
-    copy the files whose names are too long for a backup suffix, and warn about what rsync
-    left out. The groups of folders whose rsync failed (empty when all did their job)."""
+    copy the files whose names are too long for a backup suffix. The groups of folders
+    whose rsync failed (empty when all did their job). What rsync left out for being over
+    --max-size is make_database.py's to record and name, once each time it changes."""
     suffix = f".bak_{format_t(t)}"
     groups = rsync_groups(sources, suspects)
     if len(groups) > 1:
@@ -674,13 +676,6 @@ def copy(sources, args, t, stream, sudo, suspects, tally):
                 failed.append(group)
     lines = written_lines(stream)
     long_names = long_names_left_out(lines)
-    for name in make_database.parse_log(lines).oversize:
-        tally.warn(f"{name} is over --max-size={MAX_SIZE}: not copied")
-    for name in long_names:
-        tally.warn(
-            f"{name}: its name has over {LONGEST_NAME} bytes, too long for a backup suffix:"
-            f" copied, the version it replaces kept in {args.dest}/{LONG_NAME_VERSIONS}/"
-        )
     if long_names:
         command, files = (
             long_names_command(args.dest, t, sudo),

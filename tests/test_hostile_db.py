@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -340,6 +341,105 @@ def test_a_name_too_long_for_its_backup_name_is_recorded_without_one(hoge):
     ]
 
 
+LONG_NAME = "課題" * 39 + ".ipynb"  # 240 bytes: with `.bak_T` over the 255-byte limit
+
+
+def test_the_short_name_of_a_long_named_version_fits_and_tells_names_apart():
+    """The name a long-named file's previous version is recorded under: at most 255 bytes,
+    a notebook's extension, the cycle's mark, whole characters of the name's start, the
+    same every time, and another for a name that starts alike."""
+    suffix = ".bak_2021-10-17T18:26:14"
+    short = md.previous_version_names(f"hoge/a/{LONG_NAME}", suffix)[1]
+    folder, name = os.path.split(short)
+    assert folder == "hoge/a" and name.endswith(f"{suffix}.ipynb")
+    assert len(name.encode()) <= 255 and name.startswith("課題" * 30)
+    assert re.fullmatch(rf"(課題)+課?~[0-9a-f]{{8}}{re.escape(suffix)}\.ipynb", name)
+    assert md.previous_version_names(f"hoge/a/{LONG_NAME}", suffix)[1] == short
+    other = "課題" * 39 + "x.ipynb"
+    assert md.previous_version_names(f"hoge/a/{other}", suffix)[1] != short
+    undecodable = os.fsdecode(b"\xff" * 240 + b".txt")
+    name = os.path.basename(md.previous_version_names(undecodable, suffix)[1])
+    assert len(os.fsencode(name)) <= 255 and name.endswith(f"{suffix}.txt")
+    assert md.previous_version_names("hoge/a/nb.ipynb", suffix) == (
+        f"hoge/a/nb.ipynb{suffix}",
+        f"hoge/a/nb{suffix}.ipynb",
+    )
+
+
+def loop_copy(root, sources):
+    """One cycle's copy as the loop makes it (rsync, then the second rsync of long names),
+    not applied; the log's name."""
+    os.makedirs(root / "sync_logs", exist_ok=True)
+    os.makedirs(root / "sync_dest" / rn.RSYNC_TEMP_DIR, exist_ok=True)
+    t = rn.next_timestamp(time.time(), None, str(root / "sync_logs"))
+    suffix, log = f".bak_{rn.format_t(t)}", rn.log_path("sync_logs", t)
+    args = type("Args", (), {"dest": "sync_dest"})
+    with rn.start_log(log, suffix) as stream:
+        assert rn.copy(sources, args, t, stream, False, [], rn.Tally()) == []
+    return os.path.basename(log)
+
+
+def test_a_long_named_version_moved_before_a_kill_is_recorded_once_applied_again(hoge, monkeypatch):
+    """make_database killed after it moved a long-named file's previous version beside it
+    (out of .long_name_versions/), before its commit: applied again, the database is as
+    after one clean run, and .long_name_versions/ is gone."""
+    monkeypatch.chdir(hoge)
+    long_path = f"hoge/a/notebooks/{LONG_NAME}"
+    write_json(hoge / long_path, one_ok(), mtime=1_600_000_000)
+    sources = ["hoge/a/notebooks"]
+    run_script("make_database.py", "--log", f"sync_logs/{loop_copy(hoge, sources)}", cwd=hoge)
+    write_json(hoge / long_path, notebook([grade_cell("", "q1")]), mtime=1_600_000_100)
+    log = loop_copy(hoge, sources)
+    assert os.listdir(hoge / "sync_dest/.long_name_versions") == [cycle_t(log)]
+    subprocess.run(["cp", "-a", str(hoge), str(hoge) + "-clean"], check=True)
+    clean = type(hoge)(str(hoge) + "-clean")
+    run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=clean)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, ROOT, "--log", f"sync_logs/{log}"], cwd=hoge
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not (hoge / "sync_dest/.long_name_versions").exists()
+    run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=hoge)
+    assert every_table(hoge / "sync.sqlite") == every_table(clean / "sync.sqlite")
+    recorded = rows(hoge / "sync.sqlite", "SELECT t, code_ok, code_empty FROM summary ORDER BY t")
+    assert recorded == [(local(1_600_000_000), 1, 0), (local(1_600_000_100), 0, 1)]
+
+
+SEED_TABLES = [
+    "CREATE TABLE summary(filename unique, t, owner, code_ok, code_display, code_stream,"
+    " code_error, code_empty)",
+    "CREATE TABLE problems(filename, grade_id, result)",
+]
+# make_database 0.3.0's side table, before it had `source`
+OLD_DETAILS = "CREATE TABLE version_details(filename unique, epoch, mtime, file_key, reason)"
+
+
+def test_a_database_from_before_gets_the_source_column_and_keeps_the_seeds_tables(hoge):
+    """A database whose version_details has no `source` column yet (made by 0.3.0): the
+    column is added and filled for a long-named version, the rows there stay; summary and
+    problems stay exactly as the seed made them."""
+    conn = sqlite3.connect(hoge / "sync.sqlite")
+    for statement in [*SEED_TABLES, OLD_DETAILS]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO version_details VALUES ('hoge/c/x.txt', 1, 1, '1:2:3', NULL)")
+    conn.commit()
+    conn.close()
+    long_path = f"hoge/a/notebooks/{LONG_NAME}"
+    write_json(hoge / long_path, one_ok(), mtime=1_600_000_000)
+    sync(hoge)
+    write_json(hoge / long_path, one_ok(), mtime=1_600_000_100)
+    sync(hoge)
+    db = hoge / "sync.sqlite"
+    (short,) = set(os.listdir(hoge / "sync_dest/hoge/a/notebooks")) - {LONG_NAME}
+    assert rows(db, "SELECT filename, source FROM version_details ORDER BY epoch") == [
+        ("hoge/c/x.txt", None),
+        (f"hoge/a/notebooks/{short}", long_path),
+        (long_path, None),
+    ]
+    tables = rows(db, "SELECT sql FROM sqlite_master WHERE name IN ('summary', 'problems')")
+    assert [sql for (sql,) in tables] == SEED_TABLES
+
+
 # ---------------------------------------------------------------------------- 9. symlink race
 
 STUDENT_A, STUDENT_B = 12345, 12346
@@ -513,7 +613,7 @@ EVERY_TABLE = {
     "problems": "SELECT * FROM problems",
     "applied_logs": "SELECT * FROM applied_logs",
     "version_details": "SELECT filename, epoch, mtime, substr(file_key, instr(file_key, ':')),"
-    " reason FROM version_details",
+    " reason, source FROM version_details",
     "oversize_files": "SELECT source, substr(file_key, instr(file_key, ':')) FROM oversize_files",
 }
 

@@ -46,11 +46,29 @@ def logs(root):
 # ---------------------------------------------------------------------------- 1. long names
 
 
+def beside(root, path):
+    """The files in the copied folder of `path` other than its copy."""
+    folder = root / "sync_dest" / os.path.dirname(path)
+    return sorted(name for name in os.listdir(folder) if name != os.path.basename(path))
+
+
+EVERY_TABLE = [
+    f"SELECT * FROM {table}"  # noqa: S608  (the scripts' own table names)
+    for table in ("summary", "problems", "version_details", "applied_logs", "oversize_files")
+]
+
+
+def every_table(db):
+    """Every row of every table the scripts write, sorted."""
+    return [sorted(map(repr, rows(db, query))) for query in EVERY_TABLE]
+
+
 @pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
 def test_a_long_file_name_stops_nobody(hoge, locale):
     """A 240-byte notebook name (its backup name would be over 255 bytes): b's new version
-    is still copied and recorded in the same cycle, the long-named file's new version too
-    (the one it replaced kept under .long_name_versions/T/), with a warning naming it."""
+    is still copied and recorded in the same cycle, the long-named file's new version too,
+    and the version it replaced is recorded beside it under a shortened name that fits,
+    with its source in version_details and a warning naming the file."""
     env = {"LC_ALL": locale, "LANG": locale}
     long_path, b_path = f"hoge/a/notebooks/{LONG_NAME}", "hoge/b/notebooks/nb.ipynb"
     write_json(hoge / long_path, answered("1"), 1_600_000_000)
@@ -67,10 +85,53 @@ def test_a_long_file_name_stops_nobody(hoge, locale):
         (b_path, local(1_600_000_100)),
     ]
     assert (hoge / "sync_dest" / long_path).read_text() == (hoge / long_path).read_text()
-    kept = hoge / "sync_dest/.long_name_versions" / second[5:-4] / long_path
-    assert '"1"' in kept.read_text()
-    assert rows(hoge / "sync.sqlite", "SELECT t FROM summary WHERE filename = ?", (long_path,)) == [
-        (local(1_600_000_100),)
+    (short,) = beside(hoge, long_path)
+    assert short.startswith("課題課題") and short.endswith(f".bak_{second[5:-4]}.ipynb")
+    assert len(short.encode()) <= 255
+    assert '"1"' in (hoge / "sync_dest/hoge/a/notebooks" / short).read_text()
+    short_path = f"hoge/a/notebooks/{short}"
+    assert versions(hoge / "sync.sqlite", "hoge/a") == [
+        (short_path, local(1_600_000_000)),
+        (long_path, local(1_600_000_100)),
+    ]
+    source = "SELECT source FROM version_details WHERE filename = ?"
+    assert rows(hoge / "sync.sqlite", source, (short_path,)) == [(long_path,)]
+    assert not (hoge / "sync_dest/.long_name_versions").exists()
+
+
+def test_every_version_of_a_long_named_file_is_the_same_after_applying_again_or_replaying(hoge):
+    """Three saves of a long-named notebook (two of them with one answer more): its two
+    replaced versions are recorded with their own counts; applying every log again, and
+    replaying them on a fresh database, gives the very same rows in every table."""
+    long_path = f"hoge/a/notebooks/{LONG_NAME}"
+    for i in range(3):
+        cells = [grade_cell(str(q), f"q{q}", [execute_result(str(q))]) for q in range(i + 1)]
+        write_json(hoge / long_path, notebook(cells), 1_600_000_000 + 100 * i)
+        sync(hoge)
+    db = hoge / "sync.sqlite"
+    recorded = rows(db, "SELECT code_ok FROM summary WHERE owner = 'a' ORDER BY t")
+    assert recorded == [(1,), (2,), (3,)]
+    assert len(beside(hoge, long_path)) == 2
+    once = every_table(db)
+    for log in logs(hoge):
+        run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=hoge)
+    assert every_table(db) == once
+    run_script("rsync_notebooks.py", "--no-sudo", "--replay-log", "--db", "re.sqlite", cwd=hoge)
+    assert every_table(hoge / "re.sqlite") == once
+    assert len(beside(hoge, long_path)) == 2
+
+
+def test_a_long_named_notebook_over_max_size_is_recorded_as_changed(hoge):
+    """A notebook whose name is too long for a backup suffix and that is over 10 MiB: the
+    second rsync, which copies the long names, also says it left it out, so it is a row
+    without counts, as any big notebook."""
+    long_path = f"hoge/a/notebooks/{LONG_NAME}"
+    big = notebook([grade_cell("x" * (11 << 20), "q1")])
+    write_json(hoge / long_path, big, 1_600_000_000)
+    result = sync(hoge)
+    assert f"warning: {long_path} is over max-size" in result.stderr
+    assert rows(hoge / "sync.sqlite", "SELECT t, owner, code_ok FROM summary") == [
+        (local(1_600_000_000), "a", None)
     ]
 
 
@@ -267,14 +328,23 @@ def test_an_empty_or_cut_log_left_behind_never_blocks_a_start(hoge):
 # ---------------------------------------------------------------------------- 6. big notebooks
 
 
-def test_a_notebook_over_max_size_is_named_in_a_warning_each_cycle(hoge):
+def test_a_notebook_over_max_size_is_named_in_one_warning_each_cycle_it_changes(hoge):
+    """A notebook over 10 MiB: one warning naming it in the cycle that first sees it, none
+    in a cycle where it did not change, one again when it changed; the cycle's summary
+    counts it among its warnings only then."""
     big = hoge / "hoge/a/notebooks/big.ipynb"
     big.parent.mkdir(parents=True)
     with open(big, "wb") as stream:
         stream.truncate(11 * 1024 * 1024)
-    for _ in range(2):
+    os.utime(big, (1_600_000_000, 1_600_000_000))
+    for changed in (True, False, True):
+        if changed:
+            os.utime(big, (big.stat().st_mtime + 100,) * 2)
         result = sync(hoge)
-        assert "warning: hoge/a/notebooks/big.ipynb is over --max-size=10m" in result.stderr
+        named = [line for line in result.stderr.splitlines() if "big.ipynb" in line]
+        assert len(named) == changed, result.stderr
+        summary = re.search(r"(\d+) warnings", result.stdout).group(1)
+        assert int(summary) == changed
         log = (hoge / "sync_logs" / logs(hoge)[-1]).read_text()
         assert "hoge/a/notebooks/big.ipynb is over max-size\n" in log
     assert not (hoge / "sync_dest/hoge/a/notebooks/big.ipynb").exists()
