@@ -41,6 +41,7 @@ import argparse
 import csv
 import errno
 import hashlib
+import itertools
 import marshal
 import os
 import re
@@ -145,6 +146,19 @@ OVERSIZE_RE = re.compile(r"^(.*) is over max-size$", re.DOTALL)
 # rsync's temporary file `.nb.ipynb.XmYmOH` (the name, a dot and six random characters).
 TEMPORARY_NAME_RE = re.compile(r"^(\.~.*|\..+\.[A-Za-z0-9]{6})$", re.DOTALL)
 OCTAL_ESCAPE_RE = re.compile(rb"\\#([0-7]{3})")
+# The second line of a host's log, `folder=node1/`: its names are relative to
+# `<dest>/node1/`, where rsync_notebooks.py copied that host's folders.
+FOLDER_LINE = "folder="
+# Remote `notebooks` folders (rsync_notebooks.py --remote): `[user@]host:/path` (rsync over
+# ssh) and `rsync://host[:port]/module/path` (an rsync daemon). No `:` and no `+` in a host
+# or a user name, so the folder named after a host can never be read by rsync as a host,
+# and a daemon's `host+port` never equals an ssh host's name.
+HOST_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+SSH_FOLDER_RE = re.compile(rf"^(?:([A-Za-z0-9_][A-Za-z0-9._-]*)@)?({HOST_NAME}):(.*)$", re.DOTALL)
+DAEMON_FOLDER_RE = re.compile(
+    rf"^rsync://({HOST_NAME})(?::(\d{{1,5}}))?/([A-Za-z0-9_][A-Za-z0-9._-]*)/(.*)$", re.DOTALL
+)
+DAEMON_PORT = 873
 
 
 class UsersCsvError(Exception):
@@ -156,6 +170,15 @@ class LogError(Exception):
 
 
 # ---------------------------------------------------------------------------- users.csv
+
+
+class RemoteFolder(NamedTuple):
+    """A `notebooks` folder on another machine, and where its copy lands."""
+
+    host: str  # as messages name it: `alice@node1`, `node1`, `127.0.0.1:8730`
+    source: str  # rsync's source for every folder of that host: `node1:/`, `rsync://h:873/m/`
+    root: str  # the folder under the destination for that source: `node1/`, `h+873/m/`
+    path: str  # the folder below the source, relative: `home/a/notebooks`
 
 
 class User(NamedTuple):
@@ -217,23 +240,79 @@ def notebooks_problem(notebooks):
         return f"notebooks {notebooks!r} would be read by rsync as an option"
     if "\0" in notebooks or "\n" in notebooks:
         return "notebooks contains a NUL or newline character"
-    first = notebooks.split("/", 1)[0]
-    if ":" in first or notebooks.startswith("rsync://"):
-        return f"notebooks {notebooks!r} would be read by rsync as a remote source"
+    try:
+        remote_folder(notebooks)
+    except ValueError as error:
+        return f"notebooks {notebooks!r} {error}"
     return ""
 
 
+def is_remote(notebooks):
+    """True when rsync would read `notebooks` as a remote source: a `:` before the first
+    `/` (so `./a:b` and `/x:y` are local paths), or an `rsync://` URL."""
+    return notebooks.startswith("rsync://") or ":" in notebooks.split("/", 1)[0]
+
+
+def remote_path(path, absolute):
+    """The folder `path` of a remote row, normalised and relative; ValueError when it is
+    not one we copy (`..`, the whole machine, a home-relative ssh path)."""
+    if absolute and not path.startswith("/"):
+        raise ValueError("names a folder relative to a home directory: give its absolute path")
+    path = os.path.normpath(path).strip("/") if path else ""
+    if not path or path == "." or ".." in path.split("/"):
+        raise ValueError("names no folder below the machine's or the module's root")
+    return path
+
+
+def remote_folder(notebooks):
+    """The RemoteFolder of a remote `notebooks` value, None for a local one; ValueError
+    saying why when it looks remote but is none of the two forms we copy.
+
+    `alice@node1:/home/a/nb` -> host alice@node1, source `alice@node1:/`, root
+    `alice@node1/`, path `home/a/nb`; `rsync://10.0.0.5:8730/home/a/nb` -> host
+    10.0.0.5:8730, source `rsync://10.0.0.5:8730/home/`, root `10.0.0.5+8730/home/`, path `a/nb`.
+    """
+    if not is_remote(notebooks):
+        return None
+    daemon = DAEMON_FOLDER_RE.match(notebooks)
+    if daemon:
+        host, port, module, path = daemon.groups()
+        port = int(port) if port else DAEMON_PORT
+        if not 0 < port < 65536:
+            raise ValueError(f"has a port out of range: {port}")
+        source = f"rsync://{host}:{port}/{module}/"
+        return RemoteFolder(
+            f"{host}:{port}", source, f"{host}+{port}/{module}/", remote_path(path, False)
+        )
+    ssh = SSH_FOLDER_RE.match(notebooks)
+    if not ssh or notebooks.startswith("rsync://"):
+        raise ValueError(
+            "would be read by rsync as a remote source, and is neither [user@]host:/path"
+            " nor rsync://host[:port]/module/path"
+        )
+    user, host, path = ssh.groups()
+    host = f"{user}@{host}" if user else host
+    return RemoteFolder(host, f"{host}:/", f"{host}/", remote_path(path, True))
+
+
 def rsync_source(notebooks):
-    """The path handed to rsync for a `notebooks` value (made absolute if it climbs out)."""
+    """The path handed to rsync for a local `notebooks` value (made absolute if it climbs
+    out); a remote one's RemoteFolder has its own."""
     path = os.path.normpath(notebooks)
     if path == ".." or path.startswith("../"):
         path = os.path.abspath(path)
+    if is_remote(path):  # `./a:b`: still a local folder wherever the path goes next
+        path = "./" + path
     return path
 
 
 def dest_relative(notebooks):
-    """Where rsync --relative puts a `notebooks` folder under the destination."""
-    return rsync_source(notebooks).lstrip("/")
+    """Where rsync --relative puts a `notebooks` folder under the destination: a remote
+    one under the folder of its host (`node1/home/a/nb`)."""
+    remote = remote_folder(notebooks)
+    if remote:
+        return remote.root + remote.path
+    return os.path.normpath(rsync_source(notebooks)).lstrip("/")
 
 
 def user_folders(users):
@@ -267,7 +346,7 @@ def source_path(filename, folders):
     """Where rsync read the file it names `filename` (relative to the working directory,
     or absolute), or None when no row holds it."""
     found = folder_of(filename, folders)
-    if found is None:
+    if found is None or is_remote(found[1].notebooks):  # not a path of this machine
         return None
     folder, user = found
     return os.path.join(rsync_source(user.notebooks), filename[len(folder) :].lstrip("/"))
@@ -314,19 +393,35 @@ class SyncLog(NamedTuple):
     oversize: list  # files rsync did not copy because they are over --max-size
 
 
-def log_name(raw):
-    """The path under the destination of a name rsync printed, or '' for none we accept.
+def log_name(raw, folder=""):
+    """The path under the destination of a name rsync printed, or '' for none we accept;
+    `folder` is the log's `folder=` (a host's logs), where rsync copied into.
 
     rsync --relative names files of absolute sources with their leading slash; under the
     destination they are relative. `..` never comes from rsync."""
     path = decode_rsync_name(raw).lstrip("/")
-    return "" if not path or ".." in path.split("/") else path
+    return "" if not path or ".." in path.split("/") else folder + path
+
+
+def log_folder(line):
+    """The folder under the destination a host's log names its files in, from its second
+    line `folder=node1/`; '' for any other line (a log of local folders)."""
+    line = line.rstrip("\n")
+    if not line.startswith(FOLDER_LINE):
+        return ""
+    folder = line[len(FOLDER_LINE) :]
+    parts = folder.split("/")
+    if parts[-1] or "" in parts[:-1] or ".." in parts or "." in parts or ":" in folder:
+        raise LogError(f"bad folder {folder!r} in the second line")
+    return folder
 
 
 def parse_log(lines):
     """The SyncLog of a sync log's lines.
 
-    First line `suffix=.bak_2021-10-17T18:26:14`, then rsync's output, e.g.
+    First line `suffix=.bak_2021-10-17T18:26:14`; in a host's log a second line
+    `folder=node1/` (its names are relative to that folder of the destination); then
+    rsync's output, e.g.
         cd+++++++++|hoge/a/notebooks/|
         >f+++++++++|hoge/a/notebooks/hello.txt|
         hoge/a/notebooks/big.ipynb is over max-size
@@ -340,20 +435,24 @@ def parse_log(lines):
     suffix = first[len("suffix=") :]
     if not suffix or "/" in suffix:
         raise LogError(f"bad suffix {suffix!r} in the first line")
+    second = next(lines, "")
+    folder = log_folder(second)
+    if not folder:
+        lines = itertools.chain([second], lines)
     files, seen, created, oversize = [], set(), set(), []
     for line in lines:
         line = line.rstrip("\n")
         match = ITEMIZE_RE.match(line)
         if not match:
             skipped = OVERSIZE_RE.match(line)
-            path = log_name(skipped.group(1)) if skipped else ""
+            path = log_name(skipped.group(1), folder) if skipped else ""
             if path and path not in oversize:
                 oversize.append(path)
             continue
         if match.group(1)[1] != "f":
             continue
         new = match.group(1)[2:] == "+" * 9
-        path = log_name(match.group(2))
+        path = log_name(match.group(2), folder)
         if not path:
             continue
         if path not in seen:
@@ -944,7 +1043,8 @@ class Accounts:
 
     def of(self, user):
         if user.line not in self.found:
-            self.found[user.line] = folder_account(rsync_source(user.notebooks))
+            remote = is_remote(user.notebooks)  # another machine's accounts: no check
+            self.found[user.line] = None if remote else folder_account(rsync_source(user.notebooks))
         return self.found[user.line]
 
 

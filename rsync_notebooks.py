@@ -32,6 +32,7 @@ users.csv (then nothing is created).
 """
 
 import argparse
+import concurrent.futures
 import errno
 import fcntl
 import glob
@@ -48,6 +49,7 @@ import tempfile
 import threading
 import time
 import traceback
+from typing import NamedTuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -112,6 +114,20 @@ BECAUSE_OF_PATTERN = " because of pattern "
 RECORDED_RE = re.compile(r": recorded (\d+) versions in ")
 LOG_RESERVE_MIN = 1024 * 1024  # disk set aside for a log, at the least
 PROGRESS_EVERY = 30  # seconds: a cycle's rsync that runs longer says how far it got
+# Rows on other machines (--remote): ssh never asks for a password nobody would type, and
+# gives up on a host that does not answer; a daemon likewise; a transfer that stalls ends.
+SSH_OPTIONS = "-o BatchMode=yes -o ConnectTimeout=10"
+REMOTE_OPTIONS = ["--contimeout=10", "--timeout=600"]
+# rsync exit codes that mean a host could not be reached or refused us: the host is
+# reported and tried again at the next cycle, while the other hosts' copies go on.
+HOST_DOWN = {
+    5: "the daemon refused the connection or the module",
+    10: "no connection (nothing listens, or the host is down)",
+    12: "the connection failed or broke",
+    30: "the host stopped answering",
+    35: "the daemon did not answer in time",
+    255: "ssh could not connect or log in",
+}
 # rsync exit codes that still mean the cycle did its job.
 RSYNC_OK = {
     0: "success",
@@ -172,8 +188,72 @@ def files_from(paths, cwd):
     """rsync's input for FILES_FROM: each path NUL-terminated (any byte but NUL may be in a
     name), a relative one as `cwd/./path`, so that --relative copies it to the same place
     under the destination as when it is given as an argument."""
-    entries = [path if os.path.isabs(path) else f"{cwd}/./{path}" for path in paths]
+    return nul_terminated(path if os.path.isabs(path) else f"{cwd}/./{path}" for path in paths)
+
+
+def nul_terminated(entries):
+    """rsync's `--files-from=- --from0` input: each entry followed by a NUL byte."""
     return b"".join(os.fsencode(entry) + b"\0" for entry in entries)
+
+
+def remote_hosts(users):
+    """{folder under the destination: (RemoteFolder, [its rows' folders])} of the remote
+    rows, one entry (one rsync) per host (per module of a daemon), in a fixed order."""
+    hosts = {}
+    for user in users:
+        remote = make_database.remote_folder(user.notebooks)
+        if remote:
+            paths = hosts.setdefault(remote.root, (remote, []))[1]
+            if remote.path not in paths:
+                paths.append(remote.path)
+    return dict(sorted(hosts.items()))
+
+
+def remote_command(remote, dest, sudo, ssh, options):
+    """An rsync argument list that copies folders of one host (read from its input,
+    relative to the host's source) into `dest/<its folder>/`. `options` are the copy's
+    own; rsync's temporary files still go to `dest/.rsync_tmp` (given whole: rsync
+    refuses a temporary folder named with `..`)."""
+    temp_dir = f"--temp-dir={os.path.abspath(dest)}/{RSYNC_TEMP_DIR}"
+    options = [temp_dir if option.startswith("--temp-dir=") else option for option in options]
+    if remote.source.startswith("rsync://"):
+        transport = REMOTE_OPTIONS
+    else:
+        transport = [f"--rsh={ssh} {SSH_OPTIONS}", REMOTE_OPTIONS[1]]
+    return [
+        *sudo_prefix(sudo),
+        "rsync",
+        *options,
+        *transport,
+        "--files-from=-",
+        "--from0",
+        "--",
+        remote.source,
+        f"{dest}/{remote.root}",
+    ]
+
+
+def host_rsync_command(remote, dest, suffix, sudo, ssh):
+    """One cycle's rsync of one host's folders, with the same options as the local one."""
+    return remote_command(remote, dest, sudo, ssh, [*RSYNC_OPTIONS, f"--suffix={suffix}"])
+
+
+def host_long_names_command(remote, dest, t, sudo, ssh):
+    """The second rsync of one host's folders, which copies only the files whose names are
+    too long for a backup suffix; the versions they replace go to
+    `dest/.long_name_versions/T/<its folder>/`. A host's rsync cannot name the files its
+    filters left out (a daemon keeps its sender's debug output), so this one walks the
+    folders again for them, where the local loop copies just the files named."""
+    versions = f"{os.path.abspath(dest)}/{LONG_NAME_VERSIONS}/{format_t(t)}/{remote.root}"
+    long_names_only = [
+        f"--filter=- {JUPYTER_TEMP_PATTERN}",
+        "--filter=+ */",
+        f"--filter=+ {LONG_NAME_PATTERN}",
+        "--filter=- *",
+        "--info=skip1",  # a long-named file over --max-size is named as any other
+    ]
+    options = [*COPY_OPTIONS, *long_names_only, f"--backup-dir={versions}", "--suffix="]
+    return remote_command(remote, dest, sudo, ssh, options)
 
 
 def shown_command(args, count, sudo):
@@ -182,6 +262,13 @@ def shown_command(args, count, sudo):
     command = shlex.join(listed_rsync_command(args.dest, ".bak_<T>", sudo))
     command = command.replace(LONG_NAME_PATTERN[:-1], f"<{LONGEST_NAME + 1} x ?>")
     return f"{command} < (the {count} folders of {args.users_csv})"
+
+
+def shown_host_command(args, remote, count, sudo):
+    """A host's rsync command of every cycle as printed once at start (shown_command)."""
+    command = shlex.join(host_rsync_command(remote, args.dest, ".bak_<T>", sudo, args.ssh))
+    command = command.replace(LONG_NAME_PATTERN[:-1], f"<{LONGEST_NAME + 1} x ?>")
+    return f"{command} < (its {count} folders)"
 
 
 def long_names_command(dest, t, sudo):
@@ -251,11 +338,12 @@ def make_database_command(args, log, sudo):
 
 
 def next_timestamp(now, previous, log_dir):
-    """T for a new cycle: now, but later than the previous cycle's T and with no log yet."""
+    """T for a new cycle: now, but later than the previous cycle's T and with no log yet
+    (neither the local one nor a host's)."""
     t = int(now)
     if previous is not None:
         t = max(t, previous + 1)
-    while os.path.lexists(log_path(log_dir, t)):
+    while os.path.lexists(log_path(log_dir, t)) or glob.glob(host_logs_pattern(log_dir, t)):
         t += 1
     return t
 
@@ -264,8 +352,18 @@ def format_t(seconds):
     return time.strftime(TIME_FORMAT, time.localtime(seconds))
 
 
-def log_path(log_dir, t):
-    return os.path.join(log_dir, f"sync_{format_t(t)}.log")
+def log_path(log_dir, t, host_folder=""):
+    """The log of cycle T: `sync_T.log` for the local folders, `sync_T@<host>.log` for
+    the host copied into `host_folder` (`node1/` -> `sync_T@node1.log`, a daemon's module
+    `h+873/m/` -> `sync_T@h+873+m.log`): in name order, a cycle's logs come after the
+    earlier cycles', its local one first."""
+    host = "@" + host_folder.rstrip("/").replace("/", "+") if host_folder else ""
+    return os.path.join(log_dir, f"sync_{format_t(t)}{host}.log")
+
+
+def host_logs_pattern(log_dir, t):
+    """A glob pattern of the hosts' logs of cycle T (log_path)."""
+    return glob.escape(log_path(log_dir, t))[: -len(".log")] + "@*.log"
 
 
 def sleep_seconds(took, overhead, min_sleep):
@@ -332,19 +430,37 @@ class UsersFile:
     and the last good list stays. A row whose folder holds the destination, the logs or the
     database, or lies inside them, is refused with a warning naming its line."""
 
-    def __init__(self, path, monitor):
+    def __init__(self, path, monitor, remote=False):
         self.path, self.key, self.monitor = path, make_database.file_key(path), monitor
+        self.remote = remote  # --remote: rows on other machines are copied
         self.users = self.read()  # UsersCsvError: unusable from the start
 
     def read(self):
-        users = []
-        for user in make_database.read_users_csv(self.path):
-            problem = monitor_overlap(make_database.rsync_source(user.notebooks), self.monitor)
+        users, rows = [], make_database.read_users_csv(self.path)
+        host_folders = {
+            make_database.dest_relative(user.notebooks).split("/")[0]
+            for user in rows
+            if make_database.is_remote(user.notebooks)
+        }
+        for user in rows:
+            problem = self.refusal(user, host_folders)
             if problem:
                 print(f"warning: {self.path}:{user.line}: refused ({problem})", file=sys.stderr)
             else:
                 users.append(user)
         return users
+
+    def refusal(self, user, host_folders):
+        """Why the loop does not copy this row, or ''. `host_folders` are the folders under
+        the destination that remote rows' hosts are copied into."""
+        if make_database.is_remote(user.notebooks):
+            if not self.remote:
+                return f"{user.notebooks} is on another machine: start with --remote to copy it"
+            return ""
+        first = make_database.dest_relative(user.notebooks).split("/")[0]
+        if self.remote and first in host_folders:
+            return f"its copy would land in {first}/, the folder of a host's copies"
+        return monitor_overlap(make_database.rsync_source(user.notebooks), self.monitor)
 
     def current(self):
         key = make_database.file_key(self.path)
@@ -362,6 +478,8 @@ def usable_sources(users, say, warn):
     """The rsync sources for this cycle, with a note for each folder skipped."""
     sources, missing = {}, []  # a dict keeps users.csv's order and finds repeats at once
     for user in users:
+        if make_database.is_remote(user.notebooks):
+            continue  # copied by its host's rsync (remote_hosts)
         source = make_database.rsync_source(user.notebooks)
         link = student_symlink(source)
         if link:
@@ -539,15 +657,18 @@ def run_forked(function, argv, stdout, stderr):
     return os.waitstatus_to_exitcode(status)
 
 
-def start_log(log, suffix, reserve=0):
-    """A new private log whose first line is `suffix=...`, with `reserve` bytes of disk set
-    aside for rsync's output (so that a disk filling up during the cycle cannot cut it
-    short); an existing log is never overwritten (mode "x"). OSError when it cannot be
-    written (a full disk): then no log is left behind."""
+def start_log(log, suffix, reserve=0, folder=""):
+    """A new private log whose first line is `suffix=...` (and, for a host's copies, whose
+    second line is `folder=<its folder under the destination>`), with `reserve` bytes of
+    disk set aside for rsync's output (so that a disk filling up during the cycle cannot
+    cut it short); an existing log is never overwritten (mode "x"). OSError when it cannot
+    be written (a full disk): then no log is left behind."""
     stream = open(log, "xb", buffering=0)
     try:
         make_private(log)
         stream.write(f"suffix={suffix}\n".encode())
+        if folder:
+            stream.write(f"{make_database.FOLDER_LINE}{folder}\n".encode())
         if reserve:
             reserve_space(stream, reserve)
     except OSError:
@@ -686,6 +807,112 @@ def copy(sources, args, t, stream, sudo, suspects, tally):
         lines = written_lines(stream)
     tally.copied += len(make_database.parse_log(lines).files)
     return failed
+
+
+class HostCopy:
+    """One host's copy in a cycle (run in a thread beside the others): its log, and what
+    it has to say, said by the loop once every copy is done (copy_hosts)."""
+
+    def __init__(self, remote, paths, args, t, sudo):
+        self.remote, self.paths, self.args, self.t, self.sudo = remote, paths, args, t, sudo
+        self.log = log_path(args.log_dir, t, remote.root)
+        self.messages = []  # (is a warning, text)
+        self.copied, self.ok = 0, True
+
+    def say(self, text, warning=False):
+        self.messages.append((warning, text))
+
+    def fail(self, text):
+        self.ok = False
+        self.say(text, warning=True)
+
+    def run(self):
+        """Copy the host's folders into the host's log; never raises for a host's trouble."""
+        suffix = f".bak_{format_t(self.t)}"
+        try:
+            stream = start_log(self.log, suffix, LOG_RESERVE_MIN, folder=self.remote.root)
+        except OSError as error:
+            self.log = None
+            self.fail(f"cannot write its log ({error.strerror}): nothing copied this cycle")
+            return self
+        with stream:
+            self.make_folders()
+            command = host_rsync_command(
+                self.remote, self.args.dest, suffix, self.sudo, self.args.ssh
+            )
+            if self.rsync(command, self.paths, stream, "its folders"):
+                self.copy_long_names(stream)
+            end_log(stream)
+            self.copied = len(make_database.parse_log(written_lines(stream)).files)
+        return self
+
+    def make_folders(self):
+        """The host's folders under the destination, private like the destination."""
+        folder = self.args.dest
+        for part in self.remote.root.rstrip("/").split("/"):
+            folder = os.path.join(folder, part)
+            if not os.path.isdir(folder):
+                os.mkdir(folder)
+                make_private(folder)
+
+    def rsync(self, command, paths, stream, what):
+        """Run one rsync of this host; True when it did its job. A host that cannot be
+        reached is one warning naming it and rsync's reason."""
+        with tempfile.TemporaryFile() as errors:
+            code = run(command, input=nul_terminated(paths), stdout=stream, stderr=errors)
+            errors.seek(0)
+            said = errors.read().decode("utf-8", "replace").splitlines()
+        if code in RSYNC_OK:
+            for line in said:
+                self.say(line)
+            if code:
+                self.say(f"rsync exit {code} copying {what}: {RSYNC_OK[code]}; carrying on")
+            return True
+        reason = next((line for line in said if line.strip()), "")
+        if code in HOST_DOWN:
+            self.fail(
+                f"not copied this cycle, tried again next cycle: {HOST_DOWN[code]}"
+                f" (rsync exit {code}: {reason})"
+            )
+        else:
+            for line in said:
+                self.say(line)
+            self.fail(f"rsync failed with exit code {code} copying {what}; see {stream.name}")
+        return False
+
+    def copy_long_names(self, stream):
+        """The host's second rsync (host_long_names_command), its output appended to the
+        log; a warning naming each long-named file it copied."""
+        before = len(written_lines(stream))
+        command = host_long_names_command(
+            self.remote, self.args.dest, self.t, self.sudo, self.args.ssh
+        )
+        self.rsync(command, self.paths, stream, "its long-named files")
+        for line in written_lines(stream)[before:]:
+            item = make_database.ITEMIZE_RE.match(line)
+            if item and item.group(1)[1] == "f":
+                name = make_database.decode_rsync_name(item.group(2))
+                self.say(
+                    f"{self.remote.root}{name}: its name has over {LONGEST_NAME} bytes, too"
+                    f" long for a backup suffix: copied, the version it replaces kept in"
+                    f" {self.args.dest}/{LONG_NAME_VERSIONS}/",
+                    warning=True,
+                )
+
+    def tell(self, tally):
+        """Print what the copy had to say, each line naming the host."""
+        for warning, text in self.messages:
+            if warning:
+                tally.warn(f"host {self.remote.host}: {text}")
+            else:
+                print(f"host {self.remote.host}: {text}")
+        tally.copied += self.copied
+
+
+def copy_hosts(hosts, args, t, sudo, pool):
+    """Start one HostCopy per host in `pool` (at most --remote-jobs at a time); their
+    futures, in the order of `hosts`."""
+    return [pool.submit(HostCopy(remote, paths, args, t, sudo).run) for remote, paths in hosts]
 
 
 def log_lists_files(log):
@@ -844,12 +1071,25 @@ def keep_open(db, requests):
             make_database.restrict_to_instructor(db)
 
 
+class Cycle(NamedTuple):
+    """What one cycle's copy left: its T, its logs to apply (the local one first, then
+    one per host, in a fixed order), the groups of local folders whose rsync failed, and
+    whether every copy did its job."""
+
+    t: int
+    logs: list
+    suspects: list
+    complete: bool
+
+
 def one_cycle(args, users, previous_t, sudo, suspects, tally):
-    """Run one cycle's rsync; (T, its log or None when none could be written, the groups
-    of folders whose rsync failed: `suspects` again when none could run)."""
+    """Run one cycle's rsyncs: the local folders' (in this thread) and one per host of
+    remote rows (in parallel, --remote-jobs at a time); a Cycle. When the local log cannot
+    be written nothing is copied: no logs, `suspects` kept."""
     t = next_timestamp(time.time(), previous_t, args.log_dir)
     print(f"======== {format_t(t)} ========", flush=True)
     sources = usable_sources(users, print, tally.warn)
+    hosts = list(remote_hosts(users).values())
     log, suffix = log_path(args.log_dir, t), f".bak_{format_t(t)}"
     try:
         stream = start_log(log, suffix, log_reserve(args.log_dir, previous_t) if sources else 0)
@@ -859,15 +1099,21 @@ def one_cycle(args, users, previous_t, sudo, suspects, tally):
             " trying again next cycle",
             file=sys.stderr,
         )
-        return t, None, suspects
+        return Cycle(t, [], suspects, False)
     with stream:
-        if not sources:
+        if not sources and not hosts:
             print("no folder to copy")
-            return t, log, []
+            return Cycle(t, [log], [], True)
         clear_temp_dir(args.dest)
-        failed = copy(sources, args, t, stream, sudo, suspects, tally)
+        with concurrent.futures.ThreadPoolExecutor(args.remote_jobs) as pool:
+            copies = copy_hosts(hosts, args, t, sudo, pool)
+            failed = copy(sources, args, t, stream, sudo, suspects, tally) if sources else []
         end_log(stream)
-    return t, log, failed
+    host_copies = [future.result() for future in copies]
+    for host_copy in host_copies:
+        host_copy.tell(tally)
+    logs = [log, *(host_copy.log for host_copy in host_copies if host_copy.log)]
+    return Cycle(t, logs, failed, all(host_copy.ok for host_copy in host_copies))
 
 
 def logs_left_unapplied(args):
@@ -890,19 +1136,20 @@ def logs_left_unapplied(args):
     return [log for log in logs if os.path.basename(log) not in applied and log_lists_files(log)]
 
 
-def apply_logs(args, unapplied, log, sudo, tally):
-    """Apply the logs earlier cycles left unapplied, oldest first, then this cycle's `log`;
-    the logs still unapplied. Once an earlier one fails, the rest wait for the next cycle
-    (they would most likely fail the same way), so a lasting failure costs one more run a
-    cycle, not one per log."""
+def apply_logs(args, unapplied, logs, sudo, tally):
+    """Apply the logs earlier cycles left unapplied, oldest first, then this cycle's `logs`
+    in their order, one make_database.py at a time; the logs still unapplied. Once an
+    earlier one fails, the rest wait for the next cycle (they would most likely fail the
+    same way), so a lasting failure costs one more run a cycle, not one per log."""
     failed = []
     for i, earlier in enumerate(unapplied):
         print(f"{earlier} is not applied yet: applying it now ({i + 1} of {len(unapplied)})")
         if not apply(args, earlier, sudo, tally):
             failed = unapplied[i:]
             break
-    if log is not None and not apply(args, log, sudo, tally):
-        failed.append(log)
+    for log in logs:
+        if not apply(args, log, sudo, tally):
+            failed.append(log)
     return failed
 
 
@@ -914,16 +1161,20 @@ def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
     copied and kept is recorded once it can be, in any order, as a replay would."""
     all_ok, previous_t, cycle, suspects = True, None, 0, []
     print(f"each cycle runs: {shown_command(args, len(users_file.current()), sudo)}")
+    for remote, paths in remote_hosts(users_file.current()).values():
+        print(f"and for {remote.host}: {shown_host_command(args, remote, len(paths), sudo)}")
     try:
         while args.repeat < 0 or cycle < args.repeat:
             started, tally = time.monotonic(), Tally()
             users = users_file.current()
-            previous_t, log, suspects = one_cycle(args, users, previous_t, sudo, suspects, tally)
-            # even after a failed or interrupted rsync the log is applied: what was copied
+            done = one_cycle(args, users, previous_t, sudo, suspects, tally)
+            previous_t, suspects = done.t, done.suspects
+            # even after a failed or interrupted rsync the logs are applied: what was copied
             # and what was kept as a backup is recorded
-            unapplied = apply_logs(args, unapplied, log, sudo, tally)
+            unapplied = apply_logs(args, unapplied, done.logs, sudo, tally)
             keeper.hold()
-            all_ok = all_ok and not suspects and log is not None and log not in unapplied
+            applied = not set(done.logs) & set(unapplied)
+            all_ok = all_ok and done.complete and not suspects and applied
             cycle += 1
             took = time.monotonic() - started
             summary = f"{tally.summary()}, took {took:.2f} sec"
@@ -1026,6 +1277,28 @@ def build_parser():
         help="Run rsync and make_database.py without sudo, when this account can read "
         "every folder (default: use sudo unless already root).",
     )
+    remote = parser.add_argument_group("rows on other machines")
+    remote.add_argument(
+        "--remote",
+        action="store_true",
+        help="Copy rows whose notebooks are on another machine, [user@]host:/path (rsync "
+        "over ssh) or rsync://host[:port]/module/path (an rsync daemon), each host into "
+        "DEST/<host>/ with one rsync a cycle (default: such rows are refused).",
+    )
+    remote.add_argument(
+        "--remote-jobs",
+        type=int,
+        default=4,
+        metavar="N",
+        help="How many hosts are copied at the same time (default: %(default)s).",
+    )
+    remote.add_argument(
+        "--ssh",
+        default="ssh",
+        metavar="COMMAND",
+        help="The remote shell for host:/path rows, as rsync's --rsh takes it (split at "
+        f"spaces, no shell); the loop adds `{SSH_OPTIONS}` (default: %(default)s).",
+    )
     parser.add_argument(
         "--replay-log",
         action="store_true",
@@ -1041,6 +1314,8 @@ def check_args(args):
         return "--overhead must be a positive number"
     if args.min_sleep < 0:
         return "--min-sleep must not be negative"
+    if args.remote_jobs < 1:
+        return "--remote-jobs must be 1 or more"
     return ""
 
 
@@ -1051,7 +1326,7 @@ def settle(args):
     if problem:
         raise CannotStart(problem)
     owner = owner_account(args.owner)
-    users_file = UsersFile(args.users_csv, monitor_paths(args))
+    users_file = UsersFile(args.users_csv, monitor_paths(args), args.remote)
     sudo = not args.no_sudo and os.geteuid() != 0
     if sudo:
         check_sudo()
