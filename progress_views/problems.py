@@ -709,6 +709,7 @@ def register(app, data):
     @app.callback(
         Output(Ids.selected_version, "data"),
         Output(Ids.stuck, "active_cell"),
+        Output(Ids.stuck, "selected_cells"),
         Output(Ids.assignment, "value", allow_duplicate=True),
         Input(Ids.heatmap, "clickData"),
         Input(Ids.stuck, "active_cell"),
@@ -721,6 +722,7 @@ def register(app, data):
         if ctx.triggered_id == Ids.stuck:
             picked = row_selection(data, table, active_cell, click_id)
             # the table forgets the click, so that the same row can be clicked again
-            return picked or no_update, None, picked["assignment"] if picked else no_update
+            chosen = picked["assignment"] if picked else no_update
+            return picked or no_update, None, [], chosen
         picked = cell_selection(data, assignment, click, click_id)
-        return picked or no_update, no_update, no_update
+        return picked or no_update, no_update, no_update, no_update

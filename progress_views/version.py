@@ -23,7 +23,7 @@ class Ids:
     select = "version_select"
     view = "version_view"
     section = "version_section"
-    scrolled = "version_scrolled"  # a dcc.Store the scrolling script writes
+    scrolled = "version_scrolled"  # a dcc.Store: the scrolling script's (unused) output
 
 
 def make_section():
@@ -146,7 +146,8 @@ def shown_version(data, rowid, student, assignment, password):
     uid = history.students[student]
     filename = next((v.filename for v in history.versions[uid] if v.rowid == rowid), None)
     url = data.file_url(filename) if filename else None
-    return render_version(data.settings["SYNC_DEST"], history, uid, rowid, url)
+    shown = render_version(data.settings["SYNC_DEST"], history, uid, rowid, url)
+    return html.Div(shown, **{"data-rowid": str(rowid)})  # the scroll script looks for it
 
 
 def register(app, data):
@@ -194,24 +195,32 @@ def register(app, data):
     def show_version(rowid, student, assignment, password):
         return shown_version(data, rowid, student, assignment, text(password))
 
-    # Once the clicked version is shown, bring it into view at the clicked problem (each
-    # click once: a refresh of the view does not scroll the page).
+    # Once the clicked version is on the page (its wrapper's data-rowid), bring it into
+    # view at the clicked problem; each click once (window.versionScrolled), so that a
+    # refresh of the view does not move the page, and the same row clicked again does.
     app.clientside_callback(
         """
-        function(children, selected, scrolled) {
-            if (!selected || selected.click === scrolled) {
-                return window.dash_clientside.no_update;
-            }
-            setTimeout(function() {
-                var target = (selected.anchor && document.getElementById(selected.anchor))
-                    || document.getElementById("VIEW_ID");
-                if (target) { target.scrollIntoView({block: "start"}); }
-            }, 50);
-            return selected.click;
+        function(children, selected) {
+            var ready = function() {
+                if (!selected || window.versionScrolled === selected.click) { return; }
+                var shown = document.querySelector(
+                    '#VIEW_ID > [data-rowid="' + selected.rowid + '"]');
+                if (!shown) { return; }
+                window.versionScrolled = selected.click;
+                var problem = selected.anchor && document.getElementById(selected.anchor);
+                var bring = function() {
+                    (problem || shown).scrollIntoView({block: problem ? "center" : "start"});
+                };
+                // again once code highlighting and the graphs above have settled
+                bring();
+                setTimeout(bring, 400);
+                setTimeout(bring, 1200);
+            };
+            setTimeout(ready, 50);
+            return window.dash_clientside.no_update;
         }
         """.replace("VIEW_ID", Ids.view),
         Output(Ids.scrolled, "data"),
         Input(Ids.view, "children"),
-        State(ProblemIds.selected_version, "data"),
-        State(Ids.scrolled, "data"),
+        Input(ProblemIds.selected_version, "data"),
     )

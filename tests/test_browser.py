@@ -133,8 +133,6 @@ def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
     dash_duo.driver.execute_script("arguments[0].scrollIntoView()", dash_duo.find_element(heatmap))
     screenshot(dash_duo, "heatmap.png")
     element_screenshot(dash_duo, f"#{problems.Ids.progress}", "progress.png")
-    wait_until(lambda: texts(dash_duo, f"#{problems.Ids.stuck} td"))
-    element_screenshot(dash_duo, f"#{problems.Ids.stuck}", "stuck.png")
 
     label = dash_duo.find_element(f"#{moment.Ids.label}").text
     handle = dash_duo.find_element(f"#{moment.Ids.slider} [role=slider]")
@@ -169,7 +167,6 @@ def test_heatmap_slider_version_view_and_csv(dash_duo, course):  # noqa: F811
     ).click().perform()
     dash_duo.wait_for_contains_text(f"#{version.Ids.view}", "saved", timeout=15)
     assert "p1_" in dash_duo.find_element(f"#{version.Ids.view}").text
-    screenshot(dash_duo, "version.png")
 
 
 def test_file_names_with_markup_show_literally_and_links_are_encoded(dash_duo, tmp_path):

@@ -87,6 +87,8 @@ def test_first_screen_answers_who_is_stuck_without_scrolling(dash_duo, course): 
     type_into(dash_duo, PageIds.password, "s3cret")
     wait_until(lambda: all(re.match(r"u0\d\d \[", s) for s in table_column(dash_duo, "student")))
     assert bottom(dash_duo, f"#{problems.Ids.stuck} tbody tr", 3) <= HEIGHT
+    heatmap_rows = f"#{problems.Ids.heatmap} .ytick text"
+    wait_until(lambda: all(re.match(r"u0\d\d \[", s) for s in texts(dash_duo, heatmap_rows)))
     save(dash_duo, "first_screen_names.png")
 
 
