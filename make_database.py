@@ -391,6 +391,7 @@ class SyncLog(NamedTuple):
     files: list  # regular files rsync copied, in log order, no duplicates
     created: set  # those of them rsync created (`>f+++++++++`: no previous version kept)
     oversize: list  # files rsync did not copy because they are over --max-size
+    folder: str = ""  # a host's log: the folder under the destination its names lie in
 
 
 def log_name(raw, folder=""):
@@ -462,7 +463,7 @@ def parse_log(lines):
                 created.add(path)
         elif not new:  # listed twice (overlapping folders): trust the file over the flag
             created.discard(path)
-    return SyncLog(suffix, files, created, oversize)
+    return SyncLog(suffix, files, created, oversize, folder)
 
 
 def read_log(path):
@@ -526,14 +527,17 @@ def short_backup_name(path, suffix):
     return os.path.join(directory, "".join(kept) + mark)
 
 
-def previous_version_names(path, suffix):
+def previous_version_names(path, suffix, kept_apart=False):
     """(where rsync kept the version of `path` that the cycle with `suffix` replaced, the
     name it is renamed to and recorded under), both relative to the destination:
     `nb.ipynb.bak_T` -> `nb.bak_T.ipynb`; for a name too long for the suffix,
-    `.long_name_versions/T/<path>` -> short_backup_name."""
-    if too_long_for_suffix(path, suffix):
+    `.long_name_versions/T/<path>` -> short_backup_name. A host's copy (`kept_apart`,
+    rsync_notebooks.py gives its rsync that folder as --backup-dir) has every previous
+    version kept in `.long_name_versions/T/<path>`."""
+    long_name = too_long_for_suffix(path, suffix)
+    if long_name or kept_apart:
         kept = os.path.join(long_name_versions(suffix.removeprefix(".bak_")), path)
-        return kept, short_backup_name(path, suffix)
+        return kept, short_backup_name(path, suffix) if long_name else backup_name(path, suffix)
     return path + suffix, backup_name(path, suffix)
 
 
@@ -869,7 +873,7 @@ def make_record(filename, path, info, owner, cycle, warn, known=None, parsed=Non
     return record._replace(counts=tuple(counts), problems=[tuple(p) for p in problems])
 
 
-def rename_backups(dest, files, suffix, created=frozenset(), warn=None):
+def rename_backups(dest, files, suffix, created=frozenset(), warn=None, kept_apart=False):
     """Give each previous version rsync kept its readable name (previous_version_names);
     return the versions to record, [(recorded name, source path)], in log order. A file
     rsync `created` had no previous version. A long name's version, moved out of
@@ -879,8 +883,8 @@ def rename_backups(dest, files, suffix, created=frozenset(), warn=None):
     for path in files:
         if not is_version(path):
             continue
-        kept, renamed = previous_version_names(path, suffix)
-        long_name = kept != path + suffix
+        kept, renamed = previous_version_names(path, suffix, kept_apart)
+        long_name = too_long_for_suffix(path, suffix)
         if path not in created and keep_backup(dest, kept, renamed):
             versions.append((renamed, path))
             if long_name:
@@ -888,7 +892,7 @@ def rename_backups(dest, files, suffix, created=frozenset(), warn=None):
                     f"warning: {text_name(path)}: its name is too long for a backup suffix;"
                     f" the version it replaced is recorded as {text_name(renamed)}"
                 )
-        moved = moved or (long_name and path not in created)
+        moved = moved or (kept != path + suffix and path not in created)
         versions.append((path, path))
     if moved:
         remove_empty_folders(dest, long_name_versions(suffix.removeprefix(".bak_")))
@@ -1134,7 +1138,9 @@ def apply_log(conn, log, dest, users, warn=None):
     replaced = sum(f not in sync_log.created for f in notebooks) / max(len(notebooks), 1)
     parsing = Parsing(dest, notebooks, replaced=replaced)
     try:
-        versions = rename_backups(dest, sync_log.files, sync_log.suffix, sync_log.created, warn)
+        versions = rename_backups(
+            dest, sync_log.files, sync_log.suffix, sync_log.created, warn, bool(sync_log.folder)
+        )
         records = build_records(conn, dest, versions, folders, cycle, warn, parsing)
     finally:
         parsing.close()
@@ -1227,7 +1233,7 @@ def print_parse_only(path):
 def print_dry_run(log, dest, users):
     sync_log, folders = read_log(log), user_folders(users)
     for path in filter(is_version, sync_log.files):
-        kept, previous = previous_version_names(path, sync_log.suffix)
+        kept, previous = previous_version_names(path, sync_log.suffix, bool(sync_log.folder))
         owner = owner_of(path, folders)
         for name in (previous, kept):
             if os.path.lexists(os.path.join(dest, name)):

@@ -16,6 +16,12 @@ Each cycle:
 A cycle whose log cannot be written (a full disk) copies nothing and says so; after a
 cycle whose rsync failed, the next one copies folder by folder.
 
+With --remote, rows may name folders on other machines, `[user@]host:/path` (rsync over
+ssh) or `rsync://host[:port]/module/path` (an rsync daemon): each cycle also runs one rsync
+per host (--remote-jobs at a time, beside the local one) into `<dest>/<host>/`, with a log
+of its own, `sync_T@<host>.log`; the logs are applied one after the other, the local one
+first. A host that cannot be reached is one warning, and is tried again next cycle.
+
 rsync runs through `sudo -n` (students' folders are often readable only by root) unless
 --no-sudo is given or this is already root; a sudo that asks for a password stops it at
 start. No shell ever sees a path: every command is an argument list. Only one instance
@@ -96,15 +102,16 @@ COPY_OPTIONS = [
     # relative to the destination; a killed transfer leaves its file there, not in a copy
     f"--temp-dir={RSYNC_TEMP_DIR}",
 ]
-# The one rsync over every student: it also names in its log the files its filters leave
-# out, as `[sender] hiding file NAME because of pattern PATTERN`.
-RSYNC_OPTIONS = [
-    *COPY_OPTIONS,
+# The filters that leave long names out of the one rsync (a second one copies them), and
+# the debug output that names them in its log.
+LONG_NAME_OPTIONS = [
     "--debug=filter1",
     f"--filter=+ {LONG_NAME_PATTERN}/",  # a folder's name is never given a suffix
     f"--filter=- {LONG_NAME_PATTERN}",
-    f"--filter=- {JUPYTER_TEMP_PATTERN}",
 ]
+# The one rsync over every student: it also names in its log the files its filters leave
+# out, as `[sender] hiding file NAME because of pattern PATTERN`.
+RSYNC_OPTIONS = [*COPY_OPTIONS, *LONG_NAME_OPTIONS, f"--filter=- {JUPYTER_TEMP_PATTERN}"]
 # rsync reads the paths to copy, relative to `/`, from its input (see files_from).
 FILES_FROM = ["--files-from=-", "--from0", "--", "/"]
 # What --debug=filter1 prints for a file a filter leaves out.
@@ -234,26 +241,15 @@ def remote_command(remote, dest, sudo, ssh, options):
 
 
 def host_rsync_command(remote, dest, suffix, sudo, ssh):
-    """One cycle's rsync of one host's folders, with the same options as the local one."""
-    return remote_command(remote, dest, sudo, ssh, [*RSYNC_OPTIONS, f"--suffix={suffix}"])
-
-
-def host_long_names_command(remote, dest, t, sudo, ssh):
-    """The second rsync of one host's folders, which copies only the files whose names are
-    too long for a backup suffix; the versions they replace go to
-    `dest/.long_name_versions/T/<its folder>/`. A host's rsync cannot name the files its
-    filters left out (a daemon keeps its sender's debug output), so this one walks the
-    folders again for them, where the local loop copies just the files named."""
-    versions = f"{os.path.abspath(dest)}/{LONG_NAME_VERSIONS}/{format_t(t)}/{remote.root}"
-    long_names_only = [
-        f"--filter=- {JUPYTER_TEMP_PATTERN}",
-        "--filter=+ */",
-        f"--filter=+ {LONG_NAME_PATTERN}",
-        "--filter=- *",
-        "--info=skip1",  # a long-named file over --max-size is named as any other
-    ]
-    options = [*COPY_OPTIONS, *long_names_only, f"--backup-dir={versions}", "--suffix="]
-    return remote_command(remote, dest, sudo, ssh, options)
+    """One cycle's rsync of one host's folders, with the local one's options but that
+    every version it replaces is kept in `dest/.long_name_versions/T/<its folder>/`
+    (--backup-dir, so a name never grows; make_database.py moves each beside its file as
+    `nb.bak_T.ipynb`). So no name is too long for a backup, and no filter needs to name
+    what it leaves out (a daemon keeps its sender's report of that to itself)."""
+    kept = make_database.long_name_versions(suffix.removeprefix(".bak_"))
+    options = [option for option in RSYNC_OPTIONS if option not in LONG_NAME_OPTIONS]
+    kept_apart = [f"--backup-dir={os.path.abspath(dest)}/{kept}/{remote.root}", "--suffix="]
+    return remote_command(remote, dest, sudo, ssh, [*options, *kept_apart])
 
 
 def shown_command(args, count, sudo):
@@ -840,8 +836,7 @@ class HostCopy:
             command = host_rsync_command(
                 self.remote, self.args.dest, suffix, self.sudo, self.args.ssh
             )
-            if self.rsync(command, self.paths, stream, "its folders"):
-                self.copy_long_names(stream)
+            self.rsync(command, stream)
             end_log(stream)
             self.copied = len(make_database.parse_log(written_lines(stream)).files)
         return self
@@ -855,19 +850,19 @@ class HostCopy:
                 os.mkdir(folder)
                 make_private(folder)
 
-    def rsync(self, command, paths, stream, what):
-        """Run one rsync of this host; True when it did its job. A host that cannot be
-        reached is one warning naming it and rsync's reason."""
+    def rsync(self, command, stream):
+        """Run the host's rsync over its folders. What rsync says is passed on, but a host
+        that cannot be reached is one warning naming it and rsync's reason."""
         with tempfile.TemporaryFile() as errors:
-            code = run(command, input=nul_terminated(paths), stdout=stream, stderr=errors)
+            code = run(command, input=nul_terminated(self.paths), stdout=stream, stderr=errors)
             errors.seek(0)
             said = errors.read().decode("utf-8", "replace").splitlines()
         if code in RSYNC_OK:
             for line in said:
                 self.say(line)
             if code:
-                self.say(f"rsync exit {code} copying {what}: {RSYNC_OK[code]}; carrying on")
-            return True
+                self.say(f"rsync exit {code}: {RSYNC_OK[code]}; carrying on")
+            return
         reason = next((line for line in said if line.strip()), "")
         if code in HOST_DOWN:
             self.fail(
@@ -877,27 +872,7 @@ class HostCopy:
         else:
             for line in said:
                 self.say(line)
-            self.fail(f"rsync failed with exit code {code} copying {what}; see {stream.name}")
-        return False
-
-    def copy_long_names(self, stream):
-        """The host's second rsync (host_long_names_command), its output appended to the
-        log; a warning naming each long-named file it copied."""
-        before = len(written_lines(stream))
-        command = host_long_names_command(
-            self.remote, self.args.dest, self.t, self.sudo, self.args.ssh
-        )
-        self.rsync(command, self.paths, stream, "its long-named files")
-        for line in written_lines(stream)[before:]:
-            item = make_database.ITEMIZE_RE.match(line)
-            if item and item.group(1)[1] == "f":
-                name = make_database.decode_rsync_name(item.group(2))
-                self.say(
-                    f"{self.remote.root}{name}: its name has over {LONGEST_NAME} bytes, too"
-                    f" long for a backup suffix: copied, the version it replaces kept in"
-                    f" {self.args.dest}/{LONG_NAME_VERSIONS}/",
-                    warning=True,
-                )
+            self.fail(f"rsync failed with exit code {code}; see {stream.name}")
 
     def tell(self, tally):
         """Print what the copy had to say, each line naming the host."""
@@ -1160,7 +1135,8 @@ def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
     fails (users.csv saved half-edited, a full disk) is tried again every cycle: what was
     copied and kept is recorded once it can be, in any order, as a replay would."""
     all_ok, previous_t, cycle, suspects = True, None, 0, []
-    print(f"each cycle runs: {shown_command(args, len(users_file.current()), sudo)}")
+    local = [u for u in users_file.current() if not make_database.is_remote(u.notebooks)]
+    print(f"each cycle runs: {shown_command(args, len(local), sudo)}")
     for remote, paths in remote_hosts(users_file.current()).values():
         print(f"and for {remote.host}: {shown_host_command(args, remote, len(paths), sudo)}")
     try:

@@ -7,13 +7,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
-from conftest import rows, run_script, sync, write_json, write_text
+from conftest import ROOT, rows, run_script, sync, write_json, write_text
 from demo_course import execute_result, grade_cell, notebook
 from test_hostile_sync import LONG_NAME
-from test_sync import db_state, read_until, start_loop
+from test_sync import KILL_POINTS, db_state, dest_files, read_until, start_loop
 
 import make_database as md
 import rsync_notebooks as rn
@@ -21,6 +22,16 @@ import rsync_notebooks as rn
 STUDENT_PATH = "s1/notebooks"  # the same path under each daemon's module
 UID_ON = {1: 1001, 2: 1002}  # the student's account on each machine: copies keep it
 ODD_NAME = "odd |name\nwith a newline and 日本語.ipynb"
+# make_database.py's main, killed with SIGKILL right after the function named in argv[2]
+KILLER = (
+    "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import make_database as md\n"
+    "name = sys.argv[2]; original = getattr(md, name)\n"
+    "def wrapped(*a, **k):\n"
+    "    result = original(*a, **k)\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    "setattr(md, name, wrapped)\n"
+    "sys.exit(md.main(sys.argv[3:]))\n"
+)
 
 
 def answered(answer):
@@ -205,23 +216,23 @@ def test_two_daemons_serving_the_same_paths_are_copied_apart_with_their_owners(t
     assert '"1"' in (dest / copy1).read_text() and '"2"' in (dest / copy2).read_text()
     assert [os.lstat(dest / copy).st_uid for copy in (copy1, copy2)] == [1001, 1002]
     v0 = rn.format_t(1_600_000_000)
-    assert summary(tmp_path) == [
-        (copy1, v0, "u1"),
-        (copy2, v0, "u2"),
-        ("hoge/l/hello.txt", v0, "local"),
-    ]
+    assert summary(tmp_path) == sorted(
+        [(copy1, v0, "u1"), (copy2, v0, "u2"), ("hoge/l/hello.txt", v0, "local")]
+    )
 
     save(one, 1, "nb.ipynb", answered("11"), 1_600_000_100)
     sync(tmp_path, "--remote")
     second = max(log for log in logs(tmp_path) if "@" not in log)[len("sync_") : -len(".log")]
     backup = f"{one.folder_in_dest()}/{STUDENT_PATH}/nb.bak_{second}.ipynb"
     assert '"1"' in (dest / backup).read_text() and '"11"' in (dest / copy1).read_text()
-    assert summary(tmp_path) == [
-        (backup, v0, "u1"),
-        (copy1, rn.format_t(1_600_000_100), "u1"),
-        (copy2, v0, "u2"),
-        ("hoge/l/hello.txt", v0, "local"),
-    ]
+    assert summary(tmp_path) == sorted(
+        [
+            (backup, v0, "u1"),
+            (copy1, rn.format_t(1_600_000_100), "u1"),
+            (copy2, v0, "u2"),
+            ("hoge/l/hello.txt", v0, "local"),
+        ]
+    )
     counts = "SELECT code_ok FROM summary WHERE filename = ?"
     assert rows(tmp_path / "sync.sqlite", counts, (copy1,)) == [(1,)]
     # the logs replayed on a new database give the same
@@ -231,8 +242,8 @@ def test_two_daemons_serving_the_same_paths_are_copied_apart_with_their_owners(t
 
 def test_odd_and_long_names_on_a_host_are_copied_and_recorded(tmp_path, daemons):
     """A name with `|`, a newline and Japanese, and a 240-byte name: copied and recorded
-    under the host's folder; the long name's replaced version is kept under
-    .long_name_versions/T/<host>/, as for a local folder."""
+    under the host's folder, each replaced version kept and recorded, the long name's
+    under a shortened name, as for a local folder."""
     one, _ = daemons
     write_users_rows(tmp_path, [("u1", one.row())])
     for name in (ODD_NAME, LONG_NAME):
@@ -244,7 +255,7 @@ def test_odd_and_long_names_on_a_host_are_copied_and_recorded(tmp_path, daemons)
     second = [log for log in logs(tmp_path) if "@" in log][-1]
     t = second[len("sync_") : second.index("@")]
     folder = f"{one.folder_in_dest()}/{STUDENT_PATH}"
-    assert f"{folder}/{LONG_NAME}: its name has over" in result.stderr
+    assert f"{folder}/{LONG_NAME}: its name is too long for a backup suffix" in result.stderr
     long_copy = tmp_path / "sync_dest" / folder / LONG_NAME
     assert '"2"' in long_copy.read_text()
     # the version it replaced is kept (wherever make_database.py keeps a long name's)
@@ -323,6 +334,41 @@ def test_a_host_log_left_unapplied_is_applied_at_the_next_start(tmp_path, daemon
         (f"{folder}/nb{suffix}.ipynb", rn.format_t(1_600_000_000), "u1"),
         (f"{folder}/nb.ipynb", rn.format_t(1_600_000_100), "u1"),
     ]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_make_database_killed_mid_apply_of_a_host_log_then_rerun_equals_a_clean_run(
+    tmp_path, daemons, point
+):
+    """SIGKILL at each step of applying a host's log, then the same log again: as if never
+    killed (the same database and copies as a clean run)."""
+    one, _ = daemons
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    clean.mkdir()
+    write_users_rows(clean, [("u1", one.row())])
+    save(one, 1, "nb.ipynb", answered("1"), 1_600_000_000)
+    sync(clean, "--remote")
+    save(one, 1, "nb.ipynb", answered("2"), 1_600_000_100)
+    save(one, 1, "new.ipynb", answered("3"), 1_600_000_100)
+    subprocess.run(["cp", "-a", str(clean), str(crashed)], check=True)
+    remote = md.remote_folder(one.row())
+    t = rn.next_timestamp(time.time(), None, str(clean / "sync_logs"))
+    suffix, log = f".bak_{rn.format_t(t)}", rn.log_path("sync_logs", t, remote.root)
+    for root in (clean, crashed):  # the same rsync of the host in both
+        with rn.start_log(root / log, suffix, folder=remote.root) as stream:
+            command = rn.host_rsync_command(remote, str(root / "sync_dest"), suffix, False, "ssh")
+            paths = rn.nul_terminated([remote.path])
+            subprocess.run(command, input=paths, stdout=stream, check=True)
+    args = ["--log", log, "--dest", "sync_dest", "--db", "sync.sqlite"]
+    run_script("make_database.py", *args, cwd=clean)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, ROOT, KILL_POINTS[point], *args], cwd=crashed
+    )
+    assert killed.returncode == -signal.SIGKILL
+    run_script("make_database.py", *args, cwd=crashed)
+    assert db_state(crashed / "sync.sqlite") == db_state(clean / "sync.sqlite")
+    assert dest_files(crashed) == dest_files(clean)
+    assert len(rows(clean / "sync.sqlite")) == 3
 
 
 # ---------------------------------------------------------------------------- ssh
