@@ -37,6 +37,7 @@ def text_box(component_id, placeholder="", size=18, kind="text"):
         placeholder=placeholder,
         size=str(size),
         autoComplete="off",
+        style={"width": f"{size * 0.6 + 1:.1f}em", "flexShrink": 0},
     )
 
 

@@ -36,6 +36,8 @@ def screenshot(dash_duo, name):
 
 def element_screenshot(dash_duo, selector, name):
     os.makedirs(SCREENSHOTS, exist_ok=True)
+    dash_duo.driver.set_window_size(1300, 900)
+    time.sleep(1)  # the graphs take the new width
     element = dash_duo.find_element(selector)
     dash_duo.driver.execute_script("arguments[0].scrollIntoView()", element)
     element.screenshot(os.path.join(SCREENSHOTS, name))
@@ -73,7 +75,7 @@ def test_page_shows_the_class_and_the_password_reveals_names(dash_duo, course): 
     wait_until(lambda: len(tick_labels(dash_duo)) == 24)
     assert all(re.fullmatch(r"pl0\d/pl0\d\.ipynb student \d+", t) for t in tick_labels(dash_duo))
     assert dash_duo.find_element(f"#{PageIds.password}").get_attribute("type") == "password"
-    screenshot(dash_duo, "activity.png")
+    element_screenshot(dash_duo, f"#{activity.Ids.section}", "activity.png")
 
     type_into(dash_duo, PageIds.password, "guess")
     dash_duo.wait_for_text_to_equal(f"#{activity.Ids.message}", "wrong password", timeout=10)
@@ -82,7 +84,7 @@ def test_page_shows_the_class_and_the_password_reveals_names(dash_duo, course): 
     type_into(dash_duo, PageIds.password, "s3cret")
     wait_until(lambda: any("Alice" in label for label in tick_labels(dash_duo)))
     assert all(" student " not in label for label in tick_labels(dash_duo))
-    screenshot(dash_duo, "activity_names.png")
+    element_screenshot(dash_duo, f"#{activity.Ids.section}", "activity_names.png")
 
 
 def test_suggested_group_filters_and_bad_regexp_is_a_message(dash_duo, course):  # noqa: F811
