@@ -52,6 +52,7 @@ class Ids:
     link = "activity_graph_link"
     section = "activity_section"
     groups = "activity_graph_groups"  # the suggested groups' html.Details
+    groups_message = "activity_graph_groups_message"
 
 
 SORT_CRITERIA = {
@@ -401,17 +402,18 @@ def graph(data, filters, now=None):
 
 
 def suggestions(data, threshold, password):
-    """The suggested path groups as checklist options (none when the threshold is bad),
-    over the paths the regexp searches."""
+    """(checklist options, message): the suggested path groups over the paths the regexp
+    searches; none, and why, when the threshold is bad or the database unreadable."""
     try:
         limit = whole_number(threshold, "group threshold", GROUP_THRESHOLD_DEFAULT)
         shown = data.names_shown(password)
         paths, owners = data.searchable_paths(shown), data.catalog().source_owner
-    except (ValueError, *data.errors):
-        return []
+    except (ValueError, *data.errors) as error:
+        return [], str(error)
     groups = data.memo(("groups", shown), lambda: group_table(paths, owners))
     found = suggest_groups(groups, limit, shown)
-    return [{"label": f"{pattern} ({count})", "value": pattern} for pattern, count in found]
+    options = [{"label": f"{pattern} ({count})", "value": pattern} for pattern, count in found]
+    return options, "" if options else f"no group of {limit} files or more"
 
 
 def link(data, click, password):
@@ -476,6 +478,7 @@ def make_section():
             html.Details(
                 [
                     html.Summary("suggested path groups"),
+                    html.Div(id=Ids.groups_message, style=ERROR_STYLE),
                     dcc.Checklist(id=Ids.path_re_options, options=[], value=[]),
                 ],
                 id=Ids.groups,
@@ -503,6 +506,7 @@ def register(app, data):
 
     @app.callback(
         Output(Ids.path_re_options, "options"),
+        Output(Ids.groups_message, "children"),
         Input(Ids.threshold, "value"),
         Input(PageIds.password, "value"),
         Input(PageIds.interval, "n_intervals"),

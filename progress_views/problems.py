@@ -189,10 +189,6 @@ def table_frame(rows, moment):
     return frame
 
 
-def heatmap_cells(history, moment, students):
-    return model.heatmap(history, moment, students)
-
-
 def problem_counts(cells, n_problems):
     """Per problem: {state: students}."""
     counts = [dict.fromkeys(model.CLASSES, 0) for _ in range(n_problems)]
@@ -225,7 +221,7 @@ def order_students(history, moment, students, sort, team_of, stuck_rows):
 def heatmap_figure(history, moment, students, labels):
     """Rows = students, columns = problems, coloured by state at `moment`."""
     states = model.CLASSES
-    cells = heatmap_cells(history, moment, students)
+    cells = model.heatmap(history, moment, students)
     codes = [[states.index(c) for c in row] for row in cells]
     versions = [history.state_at(uid, moment) for uid in students]
     hover = [
@@ -296,7 +292,7 @@ def empty_figure(text_shown=""):
 def heatmap_frame(history, moment, students, labels):
     """The heatmap as a DataFrame for the CSV download; M in its own column."""
     rows = []
-    for uid, cells in zip(students, heatmap_cells(history, moment, students)):
+    for uid, cells in zip(students, model.heatmap(history, moment, students)):
         version = history.state_at(uid, moment)
         rows.append([labels[uid], clock(version.t) if version else "", *cells])
     frame = pd.DataFrame(rows, columns=["student", "version saved", *history.problems])

@@ -511,9 +511,15 @@ def test_suggestions_offer_groups_and_hide_single_student_ones(course):
     each student's folder (those name no one)."""
     data = data_for(settings_for(course))
     with pv_request():
-        anonymous = activity.suggestions(data, 10, None)
-        revealed = activity.suggestions(data, 1, "s3cret")
-        hidden = activity.suggestions(data, 1, None)
+        anonymous, message = activity.suggestions(data, 10, None)
+        revealed, _ = activity.suggestions(data, 1, "s3cret")
+        hidden, _ = activity.suggestions(data, 1, None)
+        assert activity.suggestions(data, 0, None) == (
+            [],
+            "group threshold must be between 1 and 1000000, not 0",
+        )
+        assert activity.suggestions(data, 99, None) == ([], "no group of 99 files or more")
+    assert message == ""
     assert {"label": r"^pl01/[^/]+$ (12)", "value": r"^pl01/[^/]+$"} in anonymous
     assert "u00" not in json.dumps(anonymous) + json.dumps(hidden)
     assert {
