@@ -263,7 +263,6 @@ def shown_command(args, count, sudo):
 def shown_host_command(args, remote, count, sudo):
     """A host's rsync command of every cycle as printed once at start (shown_command)."""
     command = shlex.join(host_rsync_command(remote, args.dest, ".bak_<T>", sudo, args.ssh))
-    command = command.replace(LONG_NAME_PATTERN[:-1], f"<{LONGEST_NAME + 1} x ?>")
     return f"{command} < (its {count} folders)"
 
 

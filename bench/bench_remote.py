@@ -9,8 +9,9 @@ each with its own `rsync --daemon` on 127.0.0.1, then times in the same run:
   none   --rounds cycles where nothing changed
 for bare rsync (the loop's own per-host command, both hosts at once, into its own
 destination) and for one running `rsync_notebooks.py --remote --no-sudo --min-sleep 4
---overhead 1` (the cycle time it prints: both hosts' rsyncs, their second pass for long
-names, the logs, make_database.py on each log). os.sync() runs before each timed copy.
+--overhead 1` per destination (the cycle time it prints: both hosts' rsyncs, the logs,
+make_database.py on each log), on --copies destination pairs. os.sync() runs before each
+timed copy.
 Writes bench/results/remote.md.
 
 Example:
@@ -98,9 +99,11 @@ def bare_rsync(root, dest, suffix):
     return time.perf_counter() - started
 
 
-def start_loop(root):
+def start_loop(root, copy):
     command = [sys.executable, os.path.join(ROOT, "rsync_notebooks.py"), "--no-sudo"]
     command += ["--remote", "--min-sleep", str(LOOP_SLEEP), "--overhead", "1"]
+    command += ["--dest", f"sync_dest{copy}", "--log-dir", f"sync_logs{copy}"]
+    command += ["--db", f"sync{copy}.sqlite"]
     return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True)
 
 
@@ -117,24 +120,26 @@ def run(args):
         total = sum(os.path.getsize(p) for p in paths)
         daemons = [start_daemon(root, hub) for hub in HUBS]
         write_users(root, [port for _, port in daemons], args.students)
-        os.sync()
-        times["full"][0].append(bare_rsync(root, "bare_dest", ".bak_full"))
-        os.sync()
-        loop = start_loop(root)
-        try:
-            times["full"][1].append(next_cycle_time(loop))
-            for phase in ("5%", "none"):
-                for turn in range(args.rounds):
-                    if phase == "5%":
-                        changed[phase] = touch_some(paths, 0.05, rng)
-                    os.sync()
-                    suffix = f".bak_{phase[0]}_{turn}"
-                    times[phase][0].append(bare_rsync(root, "bare_dest", suffix))
-                    os.sync()
-                    times[phase][1].append(next_cycle_time(loop))
-        finally:
-            loop.terminate()
-            loop.wait()
+        for copy in range(args.copies):
+            bare_dest = f"bare_dest{copy}"
+            os.sync()
+            times["full"][0].append(bare_rsync(root, bare_dest, ".bak_full"))
+            os.sync()
+            loop = start_loop(root, copy)
+            try:
+                times["full"][1].append(next_cycle_time(loop))
+                for phase in ("5%", "none"):
+                    for turn in range(args.rounds):
+                        if phase == "5%":
+                            changed[phase] = touch_some(paths, 0.05, rng)
+                        os.sync()
+                        suffix = f".bak_{phase[0]}{copy}_{turn}"
+                        times[phase][0].append(bare_rsync(root, bare_dest, suffix))
+                        os.sync()
+                        times[phase][1].append(next_cycle_time(loop))
+            finally:
+                loop.terminate()
+                loop.wait()
     finally:
         for process, _ in daemons:
             process.terminate()
@@ -148,10 +153,10 @@ def report(args, total, results):
         f"# Several hubs benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
         "",
         f"Two rsync daemons on 127.0.0.1, each serving {args.students} students x "
-        f"{args.notebooks} notebooks ({total / 1e6:.0f} MB in all); one running "
-        "`rsync_notebooks.py --remote` against both hosts' bare rsync run at the same "
-        f"time with the same flags: the full copy, then {args.rounds} cycles after 5% of "
-        "the notebooks changed and as many with no change.",
+        f"{args.notebooks} notebooks ({total / 1e6:.0f} MB in all). On {args.copies} "
+        "destination pairs, one running `rsync_notebooks.py --remote` each, against both "
+        "hosts' bare rsync run at the same time with the same flags: the full copy, then "
+        f"{args.rounds} cycles after 5% of the notebooks changed and as many with no change.",
         "",
         "| cycle | files changed | cycles | bare rsync p50 (s) | rsync_notebooks.py p50 (s) "
         "| ratio of p50 |",
@@ -173,7 +178,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__)
     parser.add_argument("--students", type=int, default=100, help="Students on each hub.")
     parser.add_argument("--notebooks", type=int, default=10, help="Notebooks per student.")
-    parser.add_argument("--rounds", type=int, default=3, help="5% cycles, and no-change ones.")
+    parser.add_argument(
+        "--copies", type=int, default=3, help="Destination pairs, each with its own loop."
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="5% cycles, and no-change ones, per loop."
+    )
     parser.add_argument("--tmp", default=None, help="Where to build the hubs.")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "remote.md"))
     args = parser.parse_args(argv)

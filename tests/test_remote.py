@@ -275,6 +275,25 @@ def test_odd_and_long_names_on_a_host_are_copied_and_recorded(tmp_path, daemons)
         assert row in recorded
 
 
+def test_a_notebook_over_max_size_on_a_host_is_recorded_without_counts(tmp_path, daemons):
+    """rsync names a host's file over 10 MB in the host's log; it is recorded (no counts,
+    a warning naming it under the host's folder) and not copied, the other file is."""
+    one, _ = daemons
+    write_users_rows(tmp_path, [("u1", one.row())])
+    save(one, 1, "nb.ipynb", answered("1"), 1_600_000_000)
+    big = save(one, 1, "big.ipynb", answered("x" * (11 << 20)), 1_600_000_000)
+    result = sync(tmp_path, "--remote")
+    folder = f"{one.folder_in_dest()}/{STUDENT_PATH}"
+    t = [log for log in logs(tmp_path) if "@" in log][0]
+    t = t[len("sync_") : t.index("@")]
+    assert f"warning: {folder}/big.ipynb is over max-size" in result.stderr
+    assert not (tmp_path / "sync_dest" / folder / big.name).exists()
+    assert rows(tmp_path / "sync.sqlite", "SELECT filename, owner, code_ok FROM summary") == [
+        (f"{folder}/nb.ipynb", "u1", 1),
+        (f"{folder}/big.bak_{t}.ipynb", "u1", None),
+    ]
+
+
 def test_a_stopped_host_is_reported_the_other_recorded_and_it_catches_up(tmp_path, daemons):
     """One daemon stops mid-term in a running loop: the next cycle reports it (one warning
     naming the host and rsync's reason) and records the other host; once it is back, the
