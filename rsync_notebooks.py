@@ -811,15 +811,15 @@ class HostCopy:
     def __init__(self, remote, paths, args, t, sudo):
         self.remote, self.paths, self.args, self.t, self.sudo = remote, paths, args, t, sudo
         self.log = log_path(args.log_dir, t, remote.root)
-        self.messages = []  # (is a warning, text)
+        self.messages = []  # (what it is: "note", "rsync" (what rsync said) or "warning", text)
         self.copied, self.ok = 0, True
 
-    def say(self, text, warning=False):
-        self.messages.append((warning, text))
+    def say(self, text, kind="note"):
+        self.messages.append((kind, text))
 
     def fail(self, text):
         self.ok = False
-        self.say(text, warning=True)
+        self.say(text, "warning")
 
     def run(self):
         """Copy the host's folders into the host's log; never raises for a host's trouble."""
@@ -858,7 +858,7 @@ class HostCopy:
             said = errors.read().decode("utf-8", "replace").splitlines()
         if code in RSYNC_OK:
             for line in said:
-                self.say(line)
+                self.say(line, "rsync")
             if code:
                 self.say(f"rsync exit {code}: {RSYNC_OK[code]}; carrying on")
             return
@@ -870,16 +870,19 @@ class HostCopy:
             )
         else:
             for line in said:
-                self.say(line)
+                self.say(line, "rsync")
             self.fail(f"rsync failed with exit code {code}; see {stream.name}")
 
     def tell(self, tally):
         """Print what the copy had to say, each line naming the host."""
-        for warning, text in self.messages:
-            if warning:
+        for kind, text in self.messages:
+            if kind == "warning":
                 tally.warn(f"host {self.remote.host}: {text}")
             else:
-                print(f"host {self.remote.host}: {text}")
+                print(
+                    f"host {self.remote.host}: {text}",
+                    file=sys.stderr if kind == "rsync" else sys.stdout,
+                )
         tally.copied += self.copied
 
 

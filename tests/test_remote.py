@@ -328,6 +328,21 @@ def test_a_stopped_host_is_reported_the_other_recorded_and_it_catches_up(tmp_pat
     assert loop.returncode == 1  # a cycle did not copy everything
 
 
+def test_a_module_the_daemon_refuses_is_one_warning_and_the_rest_is_recorded(tmp_path, daemons):
+    """A row naming a module the daemon does not have (rsync exit 5): one warning naming
+    the host and rsync's reason; the other host's row is recorded in the same cycle."""
+    one, two = daemons
+    write_users_rows(tmp_path, [("u1", one.row()), ("u2", f"rsync://127.0.0.1:{two.port}/nope/x")])
+    save(one, 1, "nb.ipynb", answered("1"), 1_600_000_000)
+    result = sync(tmp_path, "--remote", check=False)
+    assert result.returncode == 1
+    (warning,) = warnings(result.stderr)
+    assert f"host 127.0.0.1:{two.port}: not copied this cycle" in warning
+    assert "rsync exit 5" in warning and "nope" in warning
+    copy = f"{one.folder_in_dest()}/{STUDENT_PATH}/nb.ipynb"
+    assert summary(tmp_path) == [(copy, rn.format_t(1_600_000_000), "u1")]
+
+
 def test_a_host_log_left_unapplied_is_applied_at_the_next_start(tmp_path, daemons):
     """kill -9 between a host's rsync and make_database.py: the next loop applies that
     host's log (the previous version renamed and recorded) before its first cycle."""
