@@ -381,17 +381,25 @@ class Data:
 
     def student_labels(self, uids, shown):
         """uid -> `uid [USER_ATTRS]` with the names password, else `student N`
-        (PUBLIC_ATTRS added either way)."""
-        people, names = self.people(), self.pseudonyms()
+        (`[PUBLIC_ATTRS]` after it either way)."""
+        names = self.pseudonyms()
         labels = {}
-        public = [a for a in self.public_attrs if a not in self.attrs]
-        attrs = self.attrs + public if shown else self.public_attrs
         for uid in uids:
-            user = people.by_uid.get(uid)
-            values = [user.attrs.get(a, "") for a in attrs] if user else []
+            values = self.attr_values(uid, shown)
             name = uid if shown else names.get(uid, MASK)
             labels[uid] = f"{name} [{' '.join(values)}]" if values else name
         return labels
+
+    def attr_values(self, uid, shown):
+        """The users.csv values a label shows: USER_ATTRS and PUBLIC_ATTRS with the names
+        password, PUBLIC_ATTRS only without it."""
+        user = self.people().by_uid.get(uid)
+        if user is None:
+            return []
+        public = [a for a in self.public_attrs if a not in self.attrs]
+        return [
+            user.attrs.get(a, "") for a in (self.attrs + public if shown else self.public_attrs)
+        ]
 
     def owner_folder(self, owner):
         """The owner's notebooks folder under the destination ('' when unknown)."""
@@ -421,14 +429,15 @@ class Data:
         return self.memo("relative paths", relative)
 
     def source_label(self, source, owner, shown):
-        """An activity row: `file [attrs] uid` with the password, else `file student N`;
-        the file is its path under the owner's folder, never a student's path hidden."""
-        if shown and owner == make_database.UNKNOWN_OWNER:
-            return f"{source} {owner}"
-        path = shown_path(source, self.owner_folder(owner))
+        """An activity row: `file [attrs] uid` with the password, else `file student N`
+        (DESIGN's order); the file is its path under the owner's folder, and never a
+        student's path without the password."""
         if owner == make_database.UNKNOWN_OWNER:
-            return f"{path} {owner}"
-        return f"{path} {self.student_labels([owner], shown)[owner]}"
+            return f"{source if shown else os.path.basename(source)} {owner}"
+        path = shown_path(source, self.owner_folder(owner))
+        name = owner if shown else self.pseudonyms().get(owner, MASK)
+        values = self.attr_values(owner, shown)
+        return f"{path} [{' '.join(values)}] {name}" if values else f"{path} {name}"
 
     # -- filters
 

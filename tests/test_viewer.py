@@ -393,7 +393,7 @@ def test_row_labels_name_students_only_with_the_password(tmp_path):
         tmp_path, "uid,notebooks,real_name,team\nb,h/b/nb,Bob B,t1\na,h/a/nb,Alice A,t2\n"
     )
     data.attrs = ["real_name", "team"]
-    assert data.source_label("h/a/nb/x.ipynb", "a", True) == "x.ipynb a [Alice A t2]"
+    assert data.source_label("h/a/nb/x.ipynb", "a", True) == "x.ipynb [Alice A t2] a"
     assert data.source_label("h/a/nb/x.ipynb", "a", False) == "x.ipynb student 2"
     assert data.source_label("h/b/nb/x.ipynb", "b", False) == "x.ipynb student 1"
     assert data.source_label("other/x.ipynb", "unknown", False) == "x.ipynb unknown"
@@ -466,7 +466,7 @@ def test_graph_shows_names_with_the_password(course):
     data = data_for(settings_for(course))
     with pv_request():
         figure, _, _ = activity.graph(data, filters(password="s3cret", criteria="user"))
-    assert figure_labels(figure)[0] == "pl01/pl01.ipynb u001 [Alice Sato team1]"
+    assert figure_labels(figure)[0] == "pl01/pl01.ipynb [Alice Sato team1] u001"
 
 
 def test_wrong_password_is_said_and_reveals_nothing(course):
