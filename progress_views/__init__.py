@@ -1,7 +1,12 @@
-"""The teacher views of progress_viewer.py, one module per view.
+"""The views of progress_viewer.py, one module per view, over one data layer.
 
-model.py holds the pure computations (state at a moment, heatmap, progress series,
-stuck and idle students); notebook.py reads and renders one copied notebook. Each view
-module makes its part of the page and registers its callbacks; progress_viewer.py stays
-the entry point and the owner of settings, shared controls and layout.
+data.py reads everything (catalog, users.csv, histories, the names check) behind a small
+documented interface; model.py holds the pure computations (state at a moment, heatmap,
+progress, who is stuck, idle, working or finished); notebook.py reads and renders one
+copied notebook. The views: moment.py (the moment M every view shows), problems.py (the
+first screen: class status, stuck and idle table, heatmap, progress), version.py (one
+student's versions) and activity.py (every notebook, every version). Each view module
+has make_section() and register(app, data); widgets.py holds the page-wide ids, the
+input boxes and the checks of what a browser sends; access.py guards every route.
+progress_viewer.py is the entry point: settings, access, page assembly, command line.
 """
