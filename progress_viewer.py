@@ -204,7 +204,7 @@ def create_app(settings):
         title="Class progress",
         url_base_pathname=settings["URL_PREFIX"],
         update_title=None,
-        assets_folder=os.path.join(HERE, "assets"),
+        assets_folder=os.path.join(HERE, "progress_views", "assets"),
     )
     data = Data(settings, access.PasswordGate(settings), access.client_address)
     app.layout = lambda: make_layout(settings)
