@@ -165,12 +165,20 @@ def status_by_assignment(at, shared):
     return "\n".join(lines) or "no assignment started yet"
 
 
+def assignment_shown(assignment, shared):
+    """A row's assignment: '' for none (a student who saved only other files), and
+    OWN_NOTEBOOK for a notebook only they have, whose name could be theirs."""
+    if not assignment or assignment in shared:
+        return assignment
+    return OWN_NOTEBOOK
+
+
 def table_rows(rows, labels, shared):
     """stuck_table's rows from class_at rows (the rowid stays for a click, never a uid)."""
     return [
         {
             "student": labels[r["student"]],
-            "assignment": r["assignment"] if r["assignment"] in shared else OWN_NOTEBOOK,
+            "assignment": assignment_shown(r["assignment"], shared),
             "problem": r["problem"] if r["assignment"] in shared else "",
             "kind": r["kind"],
             "since": clock(r["since"]),

@@ -646,6 +646,25 @@ def test_first_screen_at_a_replayed_moment_is_the_same_later(course):
     assert first == later and replayed.replace("T", " ") in first[0]
 
 
+def test_stuck_rows_name_no_private_notebook():
+    """A notebook only one student has may carry their name: without the password its row
+    says so instead; a student who saved only other files has no assignment."""
+    rows = [
+        {"student": "a", "assignment": "pl01.ipynb", "problem": "p1", "kind": "stuck"},
+        {"student": "b", "assignment": "bob_suzuki.ipynb", "problem": "q", "kind": "stuck"},
+        {"student": "c", "assignment": "", "problem": "", "kind": "idle"},
+    ]
+    rows = [{**r, "since": 0, "minutes": 1, "rowid": 1} for r in rows]
+    labels = {"a": "student 1", "b": "student 2", "c": "student 3"}
+    shown = problems.table_rows(rows, labels, {"pl01.ipynb"})
+    assert [(r["assignment"], r["problem"], r["open"]) for r in shown] == [
+        ("pl01.ipynb", "p1", "pl01.ipynb"),
+        (problems.OWN_NOTEBOOK, "", ""),
+        ("", "", ""),
+    ]
+    assert "bob" not in sent(shown)
+
+
 def test_bad_stuck_minutes_is_a_message(course):
     """issue 10 Found 5: stuck minutes 0 silently became 10."""
     data = data_for(settings_for(course))
