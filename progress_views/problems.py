@@ -122,12 +122,12 @@ class Shown:
 
     def __init__(self, data, controls, now=None):
         self.data = data
-        self.controls = controls
         self.names = data.names_shown(controls.password)
         self.allowed = data.allowed_uids(controls.column, controls.value, self.names)
         self.moment = moments.resolve(controls.moment, now or moments.now_seconds())
 
     def students(self, uids):
+        """The uids the page's filter keeps."""
         return [u for u in uids if self.allowed is None or u in self.allowed]
 
     def labels(self, uids):
