@@ -485,7 +485,12 @@ def selection(data, assignment, rowid, problem, click):
     versions = history.versions.get(owner)
     if not versions:
         return None
-    version = next((v for v in versions if v.rowid == rowid), versions[-1])
+    version = next((v for v in versions if v.rowid == rowid), None)
+    if version is None:  # another file of theirs (an idle row's last save)
+        saves = data.saves()
+        saved_at = dict(zip(saves.rowids.get(owner, []), saves.times.get(owner, [])))
+        at = saved_at.get(rowid)
+        version = (history.state_at(owner, at) if at is not None else None) or versions[-1]
     if problem not in history.problems:
         problem = None
     anchor = notebook.problem_anchor(problem) if problem else None

@@ -755,6 +755,11 @@ def test_a_click_selects_the_version_and_the_same_row_again_works(course):
     assert first["problem"] == row["problem"] and first["assignment"] == row["assignment"]
     assert first["anchor"] == nbview.problem_anchor(row["problem"])
     assert problems.selection(data, "no/such.ipynb", row["rowid"], None, 3) is None
+    history = data.history("pl01/pl01.ipynb")
+    uid = history.students[0]
+    other = data.history("pl02/pl02.ipynb").versions[uid][-1]  # another file of theirs
+    picked = problems.selection(data, "pl01/pl01.ipynb", other.rowid, None, 6)
+    assert picked["rowid"] == history.state_at(uid, other.t).rowid
     table = [{**row, "problem": ["x"]}, {**row, "rowid": "1"}, "x"]
     clicked = problems.row_selection(data, table, {"row": 0}, 4)
     assert clicked["rowid"] == row["rowid"] and clicked["problem"] is None
