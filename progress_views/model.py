@@ -7,9 +7,9 @@ the activity view's catalog keeps them. The first screen's rules (stuck, idle, w
 finished across every assignment) are class_at's.
 """
 
-import bisect
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,54 +47,186 @@ def outcome_class(result):
     return result if result in CLASSES else "non-empty"
 
 
-@dataclass
 class Version:
-    t: int  # seconds, local time
-    rowid: int
-    filename: str
-    outcomes: dict  # grade_id -> problems.result, in notebook order
+    """One recorded version of an assignment: its time (seconds, local time), rowid, file
+    name and {grade_id: result} in its own order. A History makes these when asked for,
+    and looks a file name up by rowid only when it is read: it keeps no names."""
+
+    __slots__ = ("t", "rowid", "outcomes", "known_filename", "lookup")
+
+    def __init__(self, t, rowid, filename, outcomes, lookup=None):
+        self.t, self.rowid, self.outcomes = t, rowid, outcomes
+        self.known_filename, self.lookup = filename, lookup
+
+    @property
+    def filename(self):
+        if self.known_filename is None and self.lookup is not None:
+            self.known_filename = self.lookup(self.rowid)
+        return self.known_filename
+
+    def __eq__(self, other):
+        mine = (self.t, self.rowid, self.filename, self.outcomes)
+        return isinstance(other, Version) and mine == (
+            other.t,
+            other.rowid,
+            other.filename,
+            other.outcomes,
+        )
+
+    def __repr__(self):
+        return f"Version({self.t}, {self.rowid}, {self.filename!r}, {self.outcomes!r})"
 
 
-@dataclass
+class Versions(Sequence):
+    """One student's versions in a History, in time order, each made when indexed."""
+
+    def __init__(self, history, start, end):
+        self.history, self.start, self.end = history, start, end
+
+    def __len__(self):
+        return self.end - self.start
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.history.version(self.start + index)
+
+    def __eq__(self, other):
+        return list(self) == list(other)
+
+
+@dataclass(eq=False)
+class Table:
+    """The arrays behind a History, one entry per version, sorted by (student, t, rowid)."""
+
+    uids: list  # the students, sorted
+    owner: np.ndarray  # int32: index into uids
+    t: np.ndarray  # int64: seconds, local time
+    rowid: np.ndarray  # int64
+    layout: np.ndarray  # int32: index into layouts
+    results: np.ndarray  # uint8 (versions, columns): index into vocab, 0 = not in it
+    columns: list  # the grade_id of each column of results: the problems first
+    layouts: list  # tuples of grade_ids: the problems of a version, in its order
+    vocab: list  # the results seen; vocab[0] is None (no such problem)
+
+
 class History:
-    """Every recorded version of one assignment, per student."""
+    """Every recorded version of one assignment, per student, as arrays (Table): about 30
+    bytes and one byte per problem a version, where Python objects took ~1.1 KB, so a
+    term of 1M versions fits one viewer worker. `versions[uid]` makes Version objects on
+    demand; `times[uid]` is a numpy view for searchsorted.
 
-    assignment: str
-    problems: list  # grade_ids in notebook order
-    versions: dict  # uid -> [Version] by time
-    times: dict = field(default_factory=dict)  # uid -> [t], for bisect
-    code_cache: dict = field(default_factory=dict, repr=False)  # (uid, index) -> code
+    History(assignment, problems, {uid: [Version]}) makes one from Versions (tests, the
+    version view's own); load_history reads one from the database.
+    """
 
-    def __post_init__(self):
-        self.times = {uid: [v.t for v in vs] for uid, vs in self.versions.items()}
+    def __init__(self, assignment, problems, versions=None, table=None, lookup=None, names=None):
+        self.assignment = assignment
+        self.problems = list(problems)
+        self.lookup = lookup  # rowid -> file name, when the names are not kept
+        self.names = {} if names is None else names  # rowid -> file name, given or looked up
+        if table is None:
+            table = table_of_versions(self.problems, versions or {}, self.names)
+        self.table = table
+        self.column_of = {grade_id: i for i, grade_id in enumerate(table.columns)}
+        codes = np.array([CODES[outcome_class(r)] for r in table.vocab], dtype=np.uint8)
+        self.classes = codes[table.results[:, : len(self.problems)]]
+        counts = np.bincount(table.owner, minlength=len(table.uids)).tolist()
+        ends = np.cumsum(counts, dtype=np.int64).tolist()
+        self.bounds = {u: (e - c, e) for u, c, e in zip(table.uids, counts, ends) if c}
+        self.times = {u: table.t[s:e] for u, (s, e) in self.bounds.items()}
+        self.versions = {u: Versions(self, s, e) for u, (s, e) in self.bounds.items()}
 
     @property
     def students(self):
-        return sorted(self.versions)
+        return sorted(self.bounds)
+
+    def filename(self, rowid):
+        """The file name of one of its versions (looked up once, then kept)."""
+        if rowid not in self.names and self.lookup is not None:
+            self.names[rowid] = self.lookup(rowid)
+        return self.names.get(rowid)
+
+    def version(self, row):
+        """The Version in row `row` of the table."""
+        table = self.table
+        results = table.results[row].tolist()
+        outcomes = {
+            grade_id: table.vocab[results[self.column_of[grade_id]]]
+            for grade_id in table.layouts[table.layout[row]]
+        }
+        rowid = int(table.rowid[row])
+        return Version(int(table.t[row]), rowid, self.names.get(rowid), outcomes, self.filename)
+
+    def row_at(self, uid, moment):
+        """The table row of the student's latest version at or before `moment`, or None."""
+        start, end = self.bounds.get(uid, (0, 0))
+        index = int(np.searchsorted(self.table.t[start:end], moment, side="right"))
+        return start + index - 1 if index else None
 
     def state_at(self, uid, moment):
         """The student's latest version saved at or before `moment`, or None."""
-        index = bisect.bisect_right(self.times.get(uid, []), moment)
-        return self.versions[uid][index - 1] if index else None
+        row = self.row_at(uid, moment)
+        return None if row is None else self.version(row)
 
     def outcome_at(self, uid, problem, moment):
-        version = self.state_at(uid, moment)
-        return outcome_class(version.outcomes.get(problem) if version else None)
+        row = self.row_at(uid, moment)
+        if row is None or problem not in self.column_of:
+            return "none"
+        return outcome_class(self.table.vocab[self.table.results[row, self.column_of[problem]]])
 
     def code(self, uid, index):
         """The outcome codes of the student's version `index`: one byte per problem, its
-        CLASSES index. Made when first asked for, so a view pays for the versions it
-        looks at, not for the whole history."""
-        key = (uid, index)
-        if key not in self.code_cache:
-            outcomes = self.versions[uid][index].outcomes
-            self.code_cache[key] = bytes(
-                [CODES[outcome_class(outcomes.get(p))] for p in self.problems]
-            )
-        return self.code_cache[key]
+        CLASSES index."""
+        return self.classes[self.bounds[uid][0] + index].tobytes()
+
+    def owner_of(self, rowid):
+        """The student whose version `rowid` is, or None."""
+        rows = np.flatnonzero(self.table.rowid == rowid)
+        return self.table.uids[self.table.owner[rows[0]]] if len(rows) else None
 
     def first_time(self):
-        return min((vs[0].t for vs in self.versions.values() if vs), default=None)
+        return int(self.table.t.min()) if len(self.table.t) else None
+
+
+def table_of_versions(problems, versions, names):
+    """The Table of {uid: [Version]} (each student's in time order); their file names go
+    into `names`."""
+    uids = sorted(versions)
+    rows = [(n, v) for n, uid in enumerate(uids) for v in versions[uid]]
+    layouts, vocab = {}, {None: 0}
+    columns = list(problems)
+    for _, version in rows:
+        names[version.rowid] = version.filename
+        layouts.setdefault(tuple(version.outcomes), len(layouts))
+        columns += [g for g in version.outcomes if g not in columns]
+        for result in version.outcomes.values():
+            vocab.setdefault(result, len(vocab))
+    column_of = {grade_id: i for i, grade_id in enumerate(columns)}
+    results = np.zeros((len(rows), len(columns)), dtype=result_type(vocab))
+    for i, (_, version) in enumerate(rows):
+        for grade_id, result in version.outcomes.items():
+            results[i, column_of[grade_id]] = vocab[result]
+    return Table(
+        uids,
+        np.array([n for n, _ in rows], dtype=np.int32),
+        np.array([v.t for _, v in rows], dtype=np.int64),
+        np.array([v.rowid for _, v in rows], dtype=np.int64),
+        np.array([layouts[tuple(v.outcomes)] for _, v in rows], dtype=np.int32),
+        results,
+        columns,
+        list(layouts),
+        list(vocab),
+    )
+
+
+def result_type(vocab):
+    """The smallest unsigned type that holds an index into `vocab`."""
+    return np.uint8 if len(vocab) <= 256 else np.uint16
 
 
 # ---------------------------------------------------------------------------- assignments
@@ -136,29 +268,88 @@ ORDER BY s.rowid, p.rowid
 """
 
 
-def load_history(conn, assignment, rows, previous=None):
-    """The History of one assignment from [(uid, t, rowid)] and the problems table.
+def load_history(conn, assignment, rows, previous=None, lookup=None):
+    """The History of one assignment from [(uid, t, rowid)] and the problems table (see
+    read_history)."""
+    rows = list(rows)
+    owners = sorted({uid for uid, _, _ in rows})
+    number = {uid: n for n, uid in enumerate(owners)}
+    return read_history(
+        conn,
+        assignment,
+        owners,
+        np.array([number[uid] for uid, _, _ in rows], dtype=np.int32),
+        np.array([t for _, t, _ in rows], dtype=np.int64),
+        np.array([rowid for _, _, rowid in rows], dtype=np.int64),
+        previous,
+        lookup,
+    )
 
-    previous: this assignment's History read from the same database file before its last
-    change, or None. Its versions whose (rowid, t) are still in `rows` are reused, so after
-    a sync cycle only the new versions are read (make_database gives a changed row a new
-    rowid or time). A database replaced by another file needs previous=None.
+
+def read_history(conn, assignment, owners, owner, t, rowid, previous=None, lookup=None):
+    """The History of one assignment whose versions are (owners[owner[i]], t[i], rowid[i]).
+
+    previous: this assignment's History read from the same database file before, or None.
+    Its versions whose rowid is still there are reused (make_database gives a changed row
+    a new rowid), so after a sync cycle only the new versions' problems are read. A
+    database replaced by another file needs previous=None. lookup: rowid -> file name,
+    when the History is not to keep every version's name (the data layer's).
     """
-    known = {}
-    if previous is not None:
-        known = {(v.rowid, v.t): v for vs in previous.versions.values() for v in vs}
-    rows = sorted((uid, int(t), int(rowid)) for uid, t, rowid in rows)
-    read = read_versions(conn, [rowid for _, t, rowid in rows if (rowid, t) not in known])
-    versions = {}
-    for uid, t, rowid in rows:
-        version = known.get((rowid, t))
-        if version is None:
-            filename, outcomes = read.get(rowid, ("", {}))
-            version = Version(t, rowid, filename, outcomes)
-        versions.setdefault(uid, []).append(version)
-    # the distinct lists of grade_ids, in the order first seen, are enough to order them
-    seen = {tuple(v.outcomes): None for vs in versions.values() for v in vs}
-    return History(assignment, problem_order(seen), versions)
+    uids = sorted({owners[n] for n in np.unique(owner).tolist()})
+    place = {uid: n for n, uid in enumerate(uids)}
+    rank = np.array([place.get(uid, -1) for uid in owners], dtype=np.int32)
+    order = np.lexsort((rowid, t, rank[owner]))
+    owner, t, rowid = rank[owner][order], np.asarray(t)[order], np.asarray(rowid)[order]
+    old = reused_rows(previous, rowid)
+    new = np.flatnonzero(old < 0)
+    read = read_versions(conn, rowid[new].tolist())
+    layouts = {layout: n for n, layout in enumerate(previous.table.layouts if previous else [])}
+    vocab = {r: n for n, r in enumerate(previous.table.vocab if previous else [None])}
+    layout = np.zeros(len(rowid), dtype=np.int32)
+    kept = np.flatnonzero(old >= 0)
+    layout[kept] = previous.table.layout[old[kept]] if len(kept) else 0
+    names = {}
+    if lookup is None and previous is not None:
+        names = {r: previous.names.get(r) for r in rowid[kept].tolist()}
+    fresh = []
+    for row, number in zip(new.tolist(), rowid[new].tolist()):
+        filename, outcomes = read.get(number, ("", {}))
+        if lookup is None:
+            names[number] = filename
+        layout[row] = layouts.setdefault(tuple(outcomes), len(layouts))
+        for result in outcomes.values():
+            vocab.setdefault(result, len(vocab))
+        fresh.append((row, outcomes))
+    all_layouts = list(layouts)
+    ids, first = np.unique(layout, return_index=True)
+    problems = problem_order(all_layouts[i] for i in ids[np.argsort(first)].tolist())
+    column_of = {grade_id: i for i, grade_id in enumerate(problems)}
+    results = np.zeros((len(rowid), len(problems)), dtype=result_type(vocab))
+    if len(kept):
+        carried = [
+            (i, column_of[g]) for i, g in enumerate(previous.table.columns) if g in column_of
+        ]
+        if carried:
+            source, target = zip(*carried)
+            results[np.ix_(kept, target)] = previous.table.results[old[kept]][:, source]
+    for row, outcomes in fresh:
+        for grade_id, result in outcomes.items():
+            results[row, column_of[grade_id]] = vocab[result]
+    table = Table(uids, owner, t, rowid, layout, results, problems, all_layouts, list(vocab))
+    return History(assignment, problems, table=table, lookup=lookup, names=names)
+
+
+def reused_rows(previous, rowid):
+    """For each of `rowid`, its row in the previous History's table, or -1."""
+    old = np.full(len(rowid), -1, dtype=np.int64)
+    if previous is None or not len(previous.table.rowid) or not len(rowid):
+        return old
+    sorter = np.argsort(previous.table.rowid)
+    places = np.searchsorted(previous.table.rowid, rowid, sorter=sorter)
+    candidates = sorter[np.minimum(places, len(sorter) - 1)]
+    found = previous.table.rowid[candidates] == rowid
+    old[found] = candidates[found]
+    return old
 
 
 def read_versions(conn, rowids):
@@ -178,7 +369,12 @@ def read_versions(conn, rowids):
 
 def heatmap(history, moment, students):
     """[[outcome class]] with a row per student and a column per problem, at `moment`."""
-    return [[history.outcome_at(uid, p, moment) for p in history.problems] for uid in students]
+    nothing = ["none"] * len(history.problems)
+    cells = []
+    for uid in students:
+        row = history.row_at(uid, moment)
+        cells.append(nothing if row is None else [CLASSES[c] for c in history.classes[row]])
+    return cells
 
 
 def sort_students(history, moment, students, criteria, team_of):
@@ -205,12 +401,12 @@ def progress_series(history, times, students):
     answered = np.zeros((len(history.problems), len(times)), dtype=np.int32)
     per_student = np.zeros((len(students), len(times)), dtype=np.int32)
     for row, uid in enumerate(students):
-        ends = np.searchsorted(history.times.get(uid, []), times, side="right")
+        start, end = history.bounds.get(uid, (0, 0))
+        ends = np.searchsorted(history.table.t[start:end], times, side="right")
         columns = np.flatnonzero(ends)
         if not len(columns):
             continue
-        codes = b"".join(history.code(uid, int(end) - 1) for end in ends[columns])
-        done = np.frombuffer(codes, np.uint8).reshape(len(columns), -1) == CODES["answered"]
+        done = history.classes[start + ends[columns] - 1] == CODES["answered"]
         answered[:, columns] += done.T
         per_student[row, columns] = done.sum(axis=1)
     if not len(students):
@@ -241,50 +437,51 @@ ERROR_CODE, ANSWERED_CODE = CODES["error"], CODES["answered"]
 @dataclass
 class Saves:
     """Every recorded version of any file (notebook or not) per student, by time: when
-    each student saved anything, whatever the assignment."""
+    each student saved anything, whatever the assignment. File names are looked up by
+    rowid when asked for (a term has a million of them)."""
 
-    times: dict  # uid -> [t] sorted, seconds, local time
-    rowids: dict  # uid -> [rowid], in the order of times
-    filenames: dict  # uid -> [filename], in the order of times
+    times: dict  # uid -> int64 array of t, sorted (seconds, local time)
+    rowids: dict  # uid -> int64 array of rowids, in the order of times
+    lookup: object  # rowid -> file name
 
     def count(self, uid, after, until):
         """How many saves of `uid` fall in (after, until]."""
-        times = self.times.get(uid, [])
-        return bisect.bisect_right(times, until) - bisect.bisect_right(times, after)
+        times = self.times.get(uid)
+        if times is None:
+            return 0
+        return int(np.searchsorted(times, until, "right") - np.searchsorted(times, after, "right"))
 
     def last(self, uid, moment):
         """(t, rowid, filename) of the student's last save at or before `moment`, or None."""
-        index = bisect.bisect_right(self.times.get(uid, []), moment)
+        times = self.times.get(uid)
+        index = 0 if times is None else int(np.searchsorted(times, moment, "right"))
         if not index:
             return None
-        return (
-            self.times[uid][index - 1],
-            self.rowids[uid][index - 1],
-            self.filenames[uid][index - 1],
-        )
+        rowid = int(self.rowids[uid][index - 1])
+        return int(times[index - 1]), rowid, self.lookup(rowid)
 
 
 def saves_of(rows):
     """Saves from [(uid, t, rowid, filename)] in any order (t in seconds)."""
     rows = list(rows)
     if not rows:
-        return Saves({}, {}, {})
+        return Saves({}, {}, {}.get)
     uids, times, rowids, filenames = zip(*rows)
-    return grouped_saves(uids, np.asarray(times, np.int64), np.asarray(rowids, np.int64), filenames)
+    names = dict(zip(rowids, filenames))
+    return grouped_saves(uids, np.asarray(times, np.int64), np.asarray(rowids, np.int64), names.get)
 
 
-def grouped_saves(uids, times, rowids, filenames):
+def grouped_saves(uids, times, rowids, lookup):
     """Saves from parallel sequences, one sort for all students (numpy, not per row)."""
     names, owner = np.unique(np.asarray(uids, dtype=str), return_inverse=True)
     order = np.lexsort((rowids, times, owner))
     bounds = np.searchsorted(owner[order], np.arange(len(names) + 1)).tolist()
-    ordered = (times[order].tolist(), rowids[order].tolist(), [filenames[i] for i in order])
-    saves = Saves({}, {}, {})
+    times, rowids = times[order], rowids[order]
+    saves = Saves({}, {}, lookup)
     for number, uid in enumerate(names.tolist()):
         start, end = bounds[number], bounds[number + 1]
-        saves.times[uid] = ordered[0][start:end]
-        saves.rowids[uid] = ordered[1][start:end]
-        saves.filenames[uid] = ordered[2][start:end]
+        saves.times[uid] = times[start:end]
+        saves.rowids[uid] = rowids[start:end]
     return saves
 
 
@@ -294,10 +491,11 @@ SAVES_QUERY = "SELECT owner, t, rowid, filename FROM summary WHERE owner != ?"
 
 
 def load_saves(conn, unknown_owner="unknown"):
-    """The Saves recorded in the database; a row whose time cannot be read is left out."""
+    """The Saves recorded in the database (names kept: for small databases and tests); a
+    row whose time cannot be read is left out."""
     rows = conn.execute(SAVES_QUERY, (unknown_owner,)).fetchall()
     if not rows:
-        return Saves({}, {}, {})
+        return Saves({}, {}, {}.get)
     owners, texts, rowids, filenames = zip(*rows)
     seconds = seconds_of(texts)
     readable = np.flatnonzero(seconds != NOT_A_TIME)
@@ -305,7 +503,7 @@ def load_saves(conn, unknown_owner="unknown"):
         [owners[i] for i in readable],
         seconds[readable],
         np.asarray(rowids, np.int64)[readable],
-        [filenames[i] for i in readable],
+        dict(zip(rowids, filenames)).get,
     )
 
 
@@ -419,11 +617,11 @@ def student_states(histories, uid, moment, window_start):
     """The AssignmentStates of `uid` at `moment`, one per assignment started by then."""
     states = []
     for assignment, history in histories.items():
-        times = history.times.get(uid, [])
-        end = bisect.bisect_right(times, moment)
+        times = history.times.get(uid)
+        end = 0 if times is None else int(np.searchsorted(times, moment, "right"))
         if not end:
             continue
-        start = bisect.bisect_right(times, window_start)
+        start = int(np.searchsorted(times, window_start, "right"))
         stuck = [
             stuck_row(history, uid, order, first_of_error_run(history, uid, order, start - 1))
             for order in stuck_problems(history, uid, start, end)

@@ -479,7 +479,7 @@ def selection(data, assignment, rowid, problem, click):
     assignment or the version is not known."""
     try:
         history = data.history(assignment)
-        owner = owner_of_version(history, rowid) or data.version_owner(rowid)
+        owner = history.owner_of(rowid) or data.version_owner(rowid)
     except (KeyError, OverflowError, *data.errors):
         return None
     versions = history.versions.get(owner)
@@ -488,8 +488,8 @@ def selection(data, assignment, rowid, problem, click):
     version = next((v for v in versions if v.rowid == rowid), None)
     if version is None:  # another file of theirs (an idle row's last save)
         saves = data.saves()
-        saved_at = dict(zip(saves.rowids.get(owner, []), saves.times.get(owner, [])))
-        at = saved_at.get(rowid)
+        rowids, times = saves.rowids.get(owner, []), saves.times.get(owner, [])
+        at = next((int(t) for r, t in zip(rowids, times) if r == rowid), None)
         version = (history.state_at(owner, at) if at is not None else None) or versions[-1]
     if problem not in history.problems:
         problem = None
@@ -526,18 +526,6 @@ def cell_selection(data, assignment, click, click_id):
         return None
     problem = problems[cell[1]] if 0 <= cell[1] < len(problems) else None
     return selection(data, assignment, cell[0], problem, click_id)
-
-
-def owner_of_version(history, rowid):
-    """The student whose version of the assignment `rowid` is, or None."""
-    return next(
-        (
-            uid
-            for uid, versions in history.versions.items()
-            if any(v.rowid == rowid for v in versions)
-        ),
-        None,
-    )
 
 
 def clicked_cell(click):
