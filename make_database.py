@@ -87,6 +87,13 @@ CREATE INDEX IF NOT EXISTS problems_filename ON problems(filename);
 CREATE TABLE IF NOT EXISTS applied_logs(log unique, suffix);
 CREATE TABLE IF NOT EXISTS version_details(filename unique, epoch, mtime, file_key, reason, source);
 CREATE TABLE IF NOT EXISTS oversize_files(source unique, file_key);
+CREATE TABLE IF NOT EXISTS summary_changes(id INTEGER PRIMARY KEY, summary_rowid);
+CREATE TRIGGER IF NOT EXISTS summary_row_replaced BEFORE INSERT ON summary BEGIN
+  INSERT INTO summary_changes(summary_rowid) SELECT rowid FROM summary WHERE filename = new.filename; END;
+CREATE TRIGGER IF NOT EXISTS summary_row_deleted AFTER DELETE ON summary BEGIN
+  INSERT INTO summary_changes(summary_rowid) VALUES (old.rowid); END;
+CREATE TRIGGER IF NOT EXISTS summary_row_updated AFTER UPDATE ON summary BEGIN
+  INSERT INTO summary_changes(summary_rowid) VALUES (old.rowid), (new.rowid); END;
 """  # noqa: E501
 # version_details, one row per summary row:
 #   epoch     t as UTC seconds: orders versions where local times repeat (summer time's end)
@@ -98,6 +105,9 @@ CREATE TABLE IF NOT EXISTS oversize_files(source unique, file_key);
 #             shortened name of a long name's version; NULL when it does
 # oversize_files: the file_key of each file over --max-size when last recorded, so that
 # one that did not change is recorded (and warned about) once, not every cycle.
+# summary_changes: the rowid of each summary row replaced (INSERT OR REPLACE of its name),
+# deleted or updated, noted by the triggers; with the rowids above the last one seen, it
+# tells the viewer what changed since it last read (progress_views/data.py).
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 WAL_CHECKPOINT_PAGES = 8192  # 32 MB with 4 KB pages

@@ -17,9 +17,11 @@ Every cache is bounded (LRU) and dropped when the database or users.csv changes.
 database is read only here, in callbacks, never at import: the sync loop keeps writing it.
 """
 
+import json
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -123,86 +125,128 @@ def connect_readonly(db):
     return sqlite3.connect(uri, uri=True, timeout=10)
 
 
-# Source name and version of a notebook row, computed by SQLite itself:
-# `d/nb.bak_2021-10-17T18:26:14.ipynb` -> source `d/nb.ipynb`. Only
-# make_database's constant column names are joined in.
-CATALOG_QUERY = (
-    "SELECT rowid, CASE WHEN filename GLOB ?"  # noqa: S608
-    " THEN substr(filename, 1, length(filename) - ?) || '.ipynb' ELSE filename END,"
-    " t, owner, " + ", ".join(make_database.COUNT_COLUMNS) + " FROM summary"
-    " WHERE filename LIKE '%.ipynb'"
-)
+# ---------------------------------------------------------------------------- the catalog
+#
+# Read once in full, then only what changed: make_database's commits add rows (each new
+# version, and a replaced one under its backup name, gets a rowid above every other) and
+# replace rows (INSERT OR REPLACE deletes the row under the current name); a trigger of
+# make_database's SCHEMA notes the rowid of every row replaced, deleted or updated in
+# summary_changes. So after a commit the catalog reads the rows above the last rowid it
+# saw, drops the rowids noted since the last change it saw (reading back the updated ones
+# still there), and merges. At 1M rows that is ~50 ms instead of a 5 s full read. A full
+# read again when the database is another file (inode), has no summary_changes yet, or a
+# counter went back (a VACUUM renumbers rowids).
 
 
-@dataclass
-class Catalog:
-    """Every notebook version, as arrays sorted by (source, time)."""
-
-    key: tuple
-    sources: list  # source file names
-    source_owner: list  # uid of each source
-    src: np.ndarray  # source index of each version
-    t: np.ndarray  # datetime64[s], local time
-    rowid: np.ndarray
-    counts: np.ndarray  # (n, 5) float32 in COUNT_COLUMNS order, NaN for unreadable
-    cache: LRU = field(default_factory=LRU)
+def details_columns(conn):
+    """The columns of version_details this database has (it came with make_database 0.3)."""
+    return {row[1] for row in conn.execute("PRAGMA table_info(version_details)")}
 
 
-def to_float(value):
-    return np.nan if value is None else value
+def has_changes_log(conn):
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'summary_changes'"
+    )
+    return found.fetchone() is not None
 
 
-def empty_catalog(key):
-    empty = np.empty(0)
-    n_counts = len(make_database.COUNT_COLUMNS)
-    return Catalog(
-        key,
-        [],
-        [],
-        empty.astype(np.int32),
-        empty.astype("datetime64[s]"),
-        empty.astype(np.int64),
-        np.empty((0, n_counts), np.float32),
+def rows_query(columns, where):
+    """Every summary row matching `where` (a constant of this module): rowid, whether it
+    is a notebook, the file it is a version of (version_details.source when set, else
+    the `.bak_T` rule, computed by SQLite), t, owner, version_details.epoch, counts."""
+    by_name = (
+        "CASE WHEN s.filename GLOB ?"
+        " THEN substr(s.filename, 1, length(s.filename) - ?) || '.ipynb' ELSE s.filename END"
+    )
+    source = f"coalesce(d.source, {by_name})" if "source" in columns else by_name
+    epoch = "d.epoch" if "epoch" in columns else "NULL"
+    joined = " LEFT JOIN version_details d ON d.filename = s.filename" if columns else ""
+    counts = ", ".join("s." + c for c in make_database.COUNT_COLUMNS)
+    return (
+        f"SELECT s.rowid, s.filename LIKE '%.ipynb', {source}, s.t, s.owner, {epoch}, {counts}"  # noqa: S608
+        f" FROM summary s{joined} WHERE {where}"
     )
 
 
-def load_catalog(db, key):
-    """Read every notebook row once; O(rows) memory as numpy arrays, not Python objects."""
-    index, sources, owners = {}, [], []
-    parts = {"src": [], "t": [], "rowid": [], "counts": []}
-    conn = connect_readonly(db)
-    try:
-        params = (make_database.BACKUP_GLOB, make_database.BACKUP_MARK_LENGTH + len(".ipynb"))
-        cursor = conn.execute(CATALOG_QUERY, params)
-        while chunk := cursor.fetchmany(65536):
-            rowids, names, times, row_owners, *counts = zip(*chunk)
-            src = np.empty(len(chunk), dtype=np.int32)
-            for i, (name, owner) in enumerate(zip(names, row_owners)):
-                j = index.get(name)
-                if j is None:
-                    j = index[name] = len(sources)
-                    sources.append(name)
-                    owners.append(owner)
-                src[i] = j
-            parts["src"].append(src)
-            parts["t"].append(parse_times(times))
-            parts["rowid"].append(np.array(rowids, dtype=np.int64))
-            columns = [np.array([to_float(v) for v in c], dtype=np.float32) for c in counts]
-            parts["counts"].append(np.column_stack(columns))
-    finally:
-        conn.close()
-    if not sources:
-        return empty_catalog(key)
-    src, t = np.concatenate(parts["src"]), np.concatenate(parts["t"])
-    order = np.lexsort((t, src))
-    return Catalog(
-        key,
-        sources,
-        owners,
-        src[order],
-        t[order],
-        np.concatenate(parts["rowid"])[order],
-        np.concatenate(parts["counts"])[order],
+ALL_ROWS = "1"
+ROWS_AFTER = "s.rowid > ?"
+ROWS_NAMED = "s.rowid IN (SELECT value FROM json_each(?))"
+SOURCE_PARAMS = (make_database.BACKUP_GLOB, make_database.BACKUP_MARK_LENGTH + len(".ipynb"))
+
+
+@dataclass
+class Mark:
+    """Where a read of the database stopped: its file, the highest summary rowid and the
+    last summary_changes entry (None: the database has no summary_changes)."""
+
+    inode: int
+    rowid: int
+    change: object
+    columns: frozenset  # version_details' columns
+
+
+def read_mark(conn, inode):
+    rowid = conn.execute("SELECT coalesce(max(rowid), 0) FROM summary").fetchone()[0]
+    change = None
+    if has_changes_log(conn):
+        change = conn.execute("SELECT coalesce(max(id), 0) FROM summary_changes").fetchone()[0]
+    return Mark(inode, rowid, change, frozenset(details_columns(conn)))
+
+
+@dataclass
+class Rows:
+    """Summary rows as arrays (any file), in the order read."""
+
+    rowid: np.ndarray  # int64
+    notebook: np.ndarray  # bool
+    source: list  # the file each one is a version of
+    t: np.ndarray  # datetime64[s], local time
+    owner: list
+    epoch: np.ndarray  # float64, NaN when version_details does not say
+    counts: np.ndarray  # (n, 5) float32 in COUNT_COLUMNS order, NaN for unknown
+
+
+def read_rows(conn, columns, where, params=()):
+    """Rows of the summary rows `where` selects."""
+    parts = []
+    cursor = conn.execute(rows_query(columns, where), (*SOURCE_PARAMS, *params))
+    while chunk := cursor.fetchmany(65536):
+        rowid, notebook, source, t, owner, epoch, *counts = zip(*chunk)
+        parts.append(
+            Rows(
+                np.array(rowid, dtype=np.int64),
+                np.array(notebook, dtype=bool),
+                list(source),
+                parse_times(t),
+                list(owner),
+                np.array(epoch, dtype=np.float64),
+                np.array(counts, dtype=np.float32).T.reshape(len(chunk), -1),
+            )
+        )
+    return joined_rows(parts)
+
+
+def joined_rows(parts):
+    if not parts:
+        empty = np.empty(0)
+        n_counts = len(make_database.COUNT_COLUMNS)
+        return Rows(
+            empty.astype(np.int64),
+            empty.astype(bool),
+            [],
+            empty.astype("datetime64[s]"),
+            [],
+            empty,
+            np.empty((0, n_counts), np.float32),
+        )
+    return Rows(
+        np.concatenate([p.rowid for p in parts]),
+        np.concatenate([p.notebook for p in parts]),
+        [s for p in parts for s in p.source],
+        np.concatenate([p.t for p in parts]),
+        [o for p in parts for o in p.owner],
+        np.concatenate([p.epoch for p in parts]),
+        np.concatenate([p.counts for p in parts]),
     )
 
 
@@ -220,18 +264,272 @@ def parse_times(values):
     return out
 
 
+def save_order(t, epoch):
+    """The key versions are ordered by: version_details.epoch when known (local times
+    repeat in the hour summer time ends), else t read as this machine's local time (rows
+    from before make_database kept epochs); NaT first."""
+    local = t.astype(np.int64)
+    key = np.where(np.isnan(epoch), 0, epoch).astype(np.int64)
+    missing = np.flatnonzero(np.isnan(epoch) & ~np.isnat(t))
+    if len(missing):
+        hours, inverse = np.unique(local[missing] // 3600, return_inverse=True)
+        offsets = np.array([utc_offset(hour * 3600) for hour in hours.tolist()], dtype=np.int64)
+        key[missing] = local[missing] + offsets[inverse]
+    key[np.isnan(epoch) & np.isnat(t)] = model.NOT_A_TIME
+    return key
+
+
+def utc_offset(local_seconds):
+    """UTC seconds minus local seconds at this local time (0 when it cannot be told)."""
+    try:
+        fields = time.gmtime(local_seconds)[:8] + (-1,)
+        return int(time.mktime(fields)) - local_seconds
+    except (OverflowError, ValueError):
+        return 0
+
+
+@dataclass
+class Catalog:
+    """Every notebook version, as arrays sorted by (source, save order, rowid)."""
+
+    key: tuple
+    sources: list  # source file names
+    source_owner: list  # uid of each source
+    src: np.ndarray  # int32: source index of each version
+    t: np.ndarray  # datetime64[s], local time
+    rowid: np.ndarray  # int64
+    counts: np.ndarray  # (n, 5) float32 in COUNT_COLUMNS order, NaN for unreadable
+    order: np.ndarray  # int64: save_order
+    index: dict  # source name -> index
+    mark: Mark
+    saved: "Saved"  # every file's saves (model.Saves' arrays)
+    lineage: int = 0  # the same for catalogs read incrementally from one full read
+    cache: LRU = field(default_factory=LRU)
+
+    def starts(self):
+        """Where each source's versions start in the arrays (and where the last ends)."""
+        return self.cache.get(
+            "starts", lambda: np.searchsorted(self.src, np.arange(len(self.sources) + 1))
+        )
+
+
+@dataclass
+class Saved:
+    """Every save of a known owner (any file, readable time): per uid, the times and
+    rowids sorted by (t, rowid) as model.Saves takes them; and every rowid, sorted, with
+    its owner, to find whose a replaced rowid was."""
+
+    times: dict  # uid -> int64 seconds
+    rowids: dict  # uid -> int64
+    by_rowid: np.ndarray  # int64, sorted
+    owner_of: np.ndarray  # int32: index into owners, of each of by_rowid
+    owners: list  # uids
+    number: dict  # uid -> index into owners
+
+
+def saved_rows(rows, number, owners):
+    """(rowid, owner index, t seconds) of the rows that are saves, numbering new owners."""
+    kept = np.flatnonzero(~np.isnat(rows.t))
+    kept = [i for i in kept.tolist() if rows.owner[i] != make_database.UNKNOWN_OWNER]
+    codes = np.empty(len(kept), dtype=np.int32)
+    for n, i in enumerate(kept):
+        uid = rows.owner[i]
+        if uid not in number:
+            number[uid] = len(owners)
+            owners.append(uid)
+        codes[n] = number[uid]
+    return rows.rowid[kept], codes, rows.t[kept].astype(np.int64)
+
+
+def per_owner(owners, codes, rowid, t, wanted=None):
+    """{uid: (times, rowids)} sorted by (t, rowid), for the owner indexes `wanted` (all)."""
+    order = np.lexsort((rowid, t, codes))
+    codes, rowid, t = codes[order], rowid[order], t[order]
+    numbers = np.unique(codes) if wanted is None else np.asarray(sorted(wanted))
+    starts = np.searchsorted(codes, numbers, "left").tolist()
+    ends = np.searchsorted(codes, numbers, "right").tolist()
+    return {owners[n]: (t[s:e], rowid[s:e]) for n, s, e in zip(numbers.tolist(), starts, ends)}
+
+
+def full_saved(rows):
+    owners, number = [], {}
+    rowid, codes, t = saved_rows(rows, number, owners)
+    grouped = per_owner(owners, codes, rowid, t)
+    order = np.argsort(rowid, kind="stable")
+    return Saved(
+        {uid: times for uid, (times, _) in grouped.items()},
+        {uid: rowids for uid, (_, rowids) in grouped.items()},
+        rowid[order],
+        codes[order],
+        owners,
+        number,
+    )
+
+
+def updated_saved(saved, rows, removed):
+    """Saved after the rows `removed` went and `rows` came; only the students concerned
+    are sorted again."""
+    owners, number = list(saved.owners), dict(saved.number)
+    places = np.searchsorted(saved.by_rowid, removed)
+    inside = places < len(saved.by_rowid)
+    places, wanted = places[inside], removed[inside]
+    places = places[saved.by_rowid[places] == wanted]
+    gone_owners = set(saved.owner_of[places].tolist())
+    by_rowid, owner_of = np.delete(saved.by_rowid, places), np.delete(saved.owner_of, places)
+    rowid, codes, t = saved_rows(rows, number, owners)
+    by_rowid, owner_of = np.concatenate([by_rowid, rowid]), np.concatenate([owner_of, codes])
+    if len(rowid) and len(by_rowid) > len(rowid) and rowid.min() <= by_rowid[-len(rowid) - 1]:
+        order = np.argsort(by_rowid, kind="stable")
+        by_rowid, owner_of = by_rowid[order], owner_of[order]
+    concerned = gone_owners | set(codes.tolist())
+    times, rowids = dict(saved.times), dict(saved.rowids)
+    pieces_rowid, pieces_t, pieces_code = [rowid], [t], [codes]
+    for n in concerned:
+        uid = owners[n]
+        if uid in saved.rowids:
+            old_rowids = saved.rowids[uid]
+            keep = ~np.isin(old_rowids, removed)
+            pieces_rowid.append(old_rowids[keep])
+            pieces_t.append(saved.times[uid][keep])
+            pieces_code.append(np.full(int(keep.sum()), n, dtype=np.int32))
+            del times[uid], rowids[uid]
+    grouped = per_owner(
+        owners,
+        np.concatenate(pieces_code),
+        np.concatenate(pieces_rowid),
+        np.concatenate(pieces_t),
+        concerned,
+    )
+    for uid, (owner_times, owner_rowids) in grouped.items():
+        if len(owner_rowids):
+            times[uid], rowids[uid] = owner_times, owner_rowids
+    return Saved(times, rowids, by_rowid, owner_of, owners, number)
+
+
+def numbered_sources(rows, index, sources, owners):
+    """The source index of each notebook row of `rows`, numbering new sources (their owner
+    is the owner of the first row seen)."""
+    kept = np.flatnonzero(rows.notebook).tolist()
+    src = np.empty(len(kept), dtype=np.int32)
+    for n, i in enumerate(kept):
+        name = rows.source[i]
+        number = index.get(name)
+        if number is None:
+            number = index[name] = len(sources)
+            sources.append(name)
+            owners.append(rows.owner[i])
+        src[n] = number
+    return np.asarray(kept, dtype=np.int64), src
+
+
+def full_catalog(rows, key, mark, lineage):
+    """The Catalog of every row read."""
+    index, sources, owners = {}, [], []
+    kept, src = numbered_sources(rows, index, sources, owners)
+    t, rowid = rows.t[kept], rows.rowid[kept]
+    order = save_order(t, rows.epoch[kept])
+    sort = np.lexsort((rowid, order, src))
+    return Catalog(
+        key,
+        sources,
+        owners,
+        src[sort],
+        t[sort],
+        rowid[sort],
+        rows.counts[kept][sort],
+        order[sort],
+        index,
+        mark,
+        full_saved(rows),
+        lineage,
+    )
+
+
+def updated_catalog(catalog, rows, removed, key, mark):
+    """The Catalog after the rows `removed` went and `rows` came, merged into the sorted
+    arrays (no sort of the whole)."""
+    arrays = (catalog.src, catalog.t, catalog.rowid, catalog.counts, catalog.order)
+    if len(removed) and len(catalog.rowid):
+        keep = ~np.isin(catalog.rowid, removed, kind="table")
+        arrays = tuple(a[keep] for a in arrays)
+    index, sources, owners = dict(catalog.index), list(catalog.sources), list(catalog.source_owner)
+    kept, src = numbered_sources(rows, index, sources, owners)
+    t, rowid, counts = rows.t[kept], rows.rowid[kept], rows.counts[kept]
+    order = save_order(t, rows.epoch[kept])
+    sort = np.lexsort((rowid, order, src))
+    new = (src[sort], t[sort], rowid[sort], counts[sort], order[sort])
+    places = insertion_places(arrays[0], arrays[4], arrays[2], new[0], new[4], new[2])
+    merged = [np.insert(old, places, added, axis=0) for old, added in zip(arrays, new)]
+    saved = updated_saved(catalog.saved, rows, removed)
+    return Catalog(key, sources, owners, *merged, index, mark, saved, catalog.lineage)
+
+
+def insertion_places(src, order, rowid, new_src, new_order, new_rowid):
+    """Where each new version goes in arrays sorted by (src, order, rowid)."""
+    places = []
+    lows = np.searchsorted(src, new_src, "left").tolist()
+    highs = np.searchsorted(src, new_src, "right").tolist()
+    for low, high, key, number in zip(lows, highs, new_order.tolist(), new_rowid.tolist()):
+        block = order[low:high]
+        first = low + int(np.searchsorted(block, key, "left"))
+        last = low + int(np.searchsorted(block, key, "right"))
+        places.append(first + int(np.searchsorted(rowid[first:last], number)))
+    return np.asarray(places, dtype=np.int64)
+
+
+def changed_rowids(conn, since):
+    """The rowids summary_changes noted after entry `since`."""
+    found = conn.execute("SELECT summary_rowid FROM summary_changes WHERE id > ?", (since,))
+    return np.unique(np.array([row[0] for row in found], dtype=np.int64))
+
+
+def follows(previous, mark):
+    """True when the database read now continues the one `previous` was read from."""
+    return (
+        previous is not None
+        and previous.mark.inode == mark.inode
+        and previous.mark.change is not None
+        and mark.change is not None
+        and mark.rowid >= previous.mark.rowid
+        and mark.change >= previous.mark.change
+        and mark.columns == previous.mark.columns
+    )
+
+
+def read_catalog(db, key, previous=None, lineage=0):
+    """The Catalog of the database now: `previous` updated with what changed when it can
+    be, else read in full (lineage: the number a full read gets)."""
+    conn = connect_readonly(db)
+    try:
+        conn.execute("BEGIN")  # one snapshot for every query below
+        mark = read_mark(conn, key[0][0])
+        if not follows(previous, mark):
+            return full_catalog(read_rows(conn, mark.columns, ALL_ROWS), key, mark, lineage)
+        removed = changed_rowids(conn, previous.mark.change)
+        rows = [read_rows(conn, mark.columns, ROWS_AFTER, (previous.mark.rowid,))]
+        again = removed[removed <= previous.mark.rowid]  # updated rows still there
+        if len(again):
+            rows.append(read_rows(conn, mark.columns, ROWS_NAMED, (json.dumps(again.tolist()),)))
+        return updated_catalog(previous, joined_rows(rows), removed, key, mark)
+    finally:
+        conn.close()
+
+
 class CatalogCache:
-    """The catalog of the database as it is now, re-read only after a commit."""
+    """The catalog of the database as it is now, updated after each commit."""
 
     def __init__(self):
         self.current = None
+        self.full_reads = 0
         self.lock = threading.Lock()
 
     def get(self, db):
         key = database_key(db)
         with self.lock:
             if self.current is None or self.current.key != key:
-                self.current = load_catalog(db, key)
+                catalog = read_catalog(db, key, self.current, self.full_reads + 1)
+                self.full_reads = catalog.lineage
+                self.current = catalog
             return self.current
 
 
@@ -259,10 +557,11 @@ def version_url(template, filename):
 
 
 class Earlier(dict):
-    """{assignment: History} last read, and the database file (inode) they were read
-    from: a History is reused only for the same file (not for a database replaced)."""
+    """{assignment: History} last read, and the catalog lineage they were read in: a
+    History is reused only for the database read incrementally since (not for a database
+    replaced, or renumbered by a VACUUM)."""
 
-    file = None
+    lineage = None
 
 
 # ---------------------------------------------------------------------------- the interface
@@ -332,38 +631,36 @@ class Data:
 
     def saves(self):
         """model.Saves: when each student saved anything at all (any file)."""
-
-        def load():
-            conn = self.connect()
-            try:
-                return model.load_saves(conn, make_database.UNKNOWN_OWNER)
-            finally:
-                conn.close()
-
-        return self.memo("saves", load)
+        saved = self.catalog().saved
+        return self.memo(
+            "saves", lambda: model.Saves(saved.times, saved.rowids, self.version_filename)
+        )
 
     def load_history(self, assignment):
+        """The assignment's History from the catalog's rows of its sources; the versions of
+        the last History read of it are reused (only new versions' problems are read)."""
         catalog = self.catalog()
         sources = self.assignments().get(assignment, [])
-        index = np.flatnonzero(np.isin(catalog.src, sources))
-        rows = [
-            (catalog.source_owner[s], t, rowid)
-            for s, t, rowid in zip(
-                catalog.src[index].tolist(),
-                catalog.t[index].astype(np.int64).tolist(),
-                catalog.rowid[index].tolist(),
-            )
-        ]
-        # The versions read before the last sync cycle are reused, only new ones are read:
-        # at 100k rows, 10 assignments, every history after one more commit takes 0.95 s
-        # instead of 2.3 s (bench_viewer.py's database, 2 cores).
-        if self.earlier.file != catalog.key[0][0]:  # another database file (its inode)
+        starts = catalog.starts()
+        lengths = [int(starts[s + 1] - starts[s]) for s in sources]
+        rows = [np.arange(starts[s], starts[s + 1]) for s in sources]
+        index = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+        owner = np.repeat(np.arange(len(sources), dtype=np.int32), lengths)
+        if self.earlier.lineage != catalog.lineage:
             self.earlier.clear()
-            self.earlier.file = catalog.key[0][0]
-        previous = self.earlier.get(assignment)
+            self.earlier.lineage = catalog.lineage
         conn = self.connect()
         try:
-            return model.load_history(conn, assignment, rows, previous)
+            return model.read_history(
+                conn,
+                assignment,
+                [catalog.source_owner[s] for s in sources],
+                owner,
+                catalog.t[index].astype(np.int64),
+                catalog.rowid[index],
+                self.earlier.get(assignment),
+                self.version_filename,
+            )
         finally:
             conn.close()
 
@@ -475,7 +772,7 @@ class Data:
     # -- versions
 
     def version_filename(self, rowid):
-        """The file name of one recorded version, or None when it is gone."""
+        """The file name of one recorded version (any file), or None when it is gone."""
         conn = self.connect()
         try:
             row = conn.execute("SELECT filename FROM summary WHERE rowid = ?", (rowid,)).fetchone()

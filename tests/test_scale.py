@@ -1,0 +1,257 @@
+"""The viewer over a whole term: after each commit of the loop the catalog reads only what
+changed (new rows, rows replaced when a version becomes a backup, rows deleted or edited by
+hand), and equals a full read of the database; a database replaced or renumbered is read
+in full. Real databases made by the real scripts."""
+
+import os
+import shutil
+import sqlite3
+import time
+
+import demo_course
+import numpy as np
+import pytest
+from conftest import private_access_db, rows, sync, write_json, write_users
+from demo_course import execute_result, grade_cell, notebook
+
+import progress_viewer as pv
+from progress_views import access, activity
+from progress_views.data import CatalogCache, Data, database_key, read_catalog
+
+MINUTE = 60
+LONG_NAME = "課題" * 39 + ".ipynb"  # 240 bytes: with `.bak_T` over the 255-byte limit
+
+
+def seen(catalog):
+    """What the views see of a catalog, whatever the numbering of its sources: per source,
+    its owner and its versions in order (t, rowid, counts); per student, their saves."""
+    starts = catalog.starts().tolist()
+    sources = {
+        name: (
+            catalog.source_owner[s],
+            catalog.t[starts[s] : starts[s + 1]].astype(str).tolist(),
+            catalog.rowid[starts[s] : starts[s + 1]].tolist(),
+            np.nan_to_num(catalog.counts[starts[s] : starts[s + 1]], nan=-1).tolist(),
+        )
+        for s, name in enumerate(catalog.sources)
+        if starts[s + 1] > starts[s]
+    }
+    saves = {
+        uid: (catalog.saved.times[uid].tolist(), catalog.saved.rowids[uid].tolist())
+        for uid in catalog.saved.times
+    }
+    return sources, saves
+
+
+def full_read(db):
+    return read_catalog(str(db), database_key(str(db)))
+
+
+@pytest.fixture
+def term(tmp_path):
+    """A course of 6 students, 2 assignments and a data file each, and a function running
+    one real sync cycle at a minute of it."""
+    course = demo_course.make_course(6, 2, problems=4, minutes=60, steady=True)
+    demo_course.write_users_csv(tmp_path / "users.csv", course.students)
+    start = int(time.time()) - 60 * MINUTE
+
+    def cycle(minute):
+        demo_course.write_course_at(str(tmp_path), course, minute, start)
+        for student in course.students[: minute // 10 + 1]:
+            data_file = tmp_path / student.notebooks / "data.csv"
+            data_file.parent.mkdir(parents=True, exist_ok=True)
+            data_file.write_text(f"{minute}\n")
+            os.utime(data_file, (start + minute * MINUTE,) * 2)
+        sync(tmp_path)
+
+    return tmp_path, cycle
+
+
+def test_the_catalog_followed_across_cycles_equals_a_full_read(term):
+    """Each cycle adds versions and replaces the rows of the ones that became backups: the
+    catalog kept up to date from the changes alone is the one a full read gives, with
+    every student's saves of any file, and it was read in full only once."""
+    root, cycle = term
+    db = str(root / "sync.sqlite")
+    cache = CatalogCache()
+    cycle(0)
+    cache.get(db)
+    for minute in range(10, 61, 10):
+        cycle(minute)
+        followed = cache.get(db)
+        assert seen(followed) == seen(full_read(db))
+        assert followed.mark.change > 0  # rows were replaced, and followed
+    assert cache.full_reads == 1
+    replaced = rows(db, "SELECT count(*) FROM summary_changes")[0][0]
+    backups = rows(db, "SELECT count(*) FROM summary WHERE filename GLOB '*.bak_*'")[0][0]
+    assert replaced == backups  # each backup's version had its row replaced once
+
+
+def test_rows_deleted_or_edited_by_hand_are_followed_too(term):
+    """The instructor deletes a version and edits another's time in the sqlite3 shell:
+    the catalog follows both without a full read."""
+    root, cycle = term
+    db = str(root / "sync.sqlite")
+    cache = CatalogCache()
+    for minute in (0, 20):
+        cycle(minute)
+    cache.get(db)
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM summary WHERE rowid = (SELECT min(rowid) FROM summary)")
+    conn.execute(
+        "UPDATE summary SET t = '2001-01-01T00:00:00'"
+        " WHERE rowid = (SELECT max(rowid) FROM summary WHERE filename LIKE '%.ipynb')"
+    )
+    conn.commit()
+    conn.close()
+    followed = cache.get(db)
+    assert seen(followed) == seen(full_read(db))
+    assert "2001-01-01T00:00:00" in str(followed.t.min())
+    assert cache.full_reads == 1
+
+
+def test_a_database_replaced_or_whose_counter_went_back_is_read_in_full(term):
+    """A VACUUM keeps summary's rowids (followed as usual); a rebuilt database is another
+    file, and summary_changes emptied by hand sends its counter back: both are read in
+    full, and the histories read before are not reused."""
+    root, cycle = term
+    db = str(root / "sync.sqlite")
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": db,
+        "USERS_CSV": str(root / "users.csv"),
+        "ACCESS_DB": private_access_db(),
+    }
+    data = Data(settings, access.PasswordGate(settings))
+    for minute in (0, 10, 20):
+        cycle(minute)
+    data.histories()
+    conn = sqlite3.connect(db)
+    conn.execute("VACUUM")
+    conn.close()
+    assert seen(data.catalog()) == seen(full_read(db)) and data.catalogs.full_reads == 1
+    shutil.copy(db, db + ".copy")
+    os.replace(db + ".copy", db)
+    assert seen(data.catalog()) == seen(full_read(db)) and data.catalogs.full_reads == 2
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM summary_changes")
+    conn.commit()
+    conn.close()
+    cycle(30)
+    assert seen(data.catalog()) == seen(full_read(db)) and data.catalogs.full_reads == 3
+    fresh = Data(settings, access.PasswordGate(settings))
+    for assignment, history in data.histories().items():
+        assert history.versions == fresh.history(assignment).versions
+    assert data.earlier.lineage == 3  # the histories of lineage 1 were dropped
+
+
+def test_a_database_made_before_summary_changes_is_read_in_full_after_each_change(tmp_path):
+    """Without the triggers' table (a database of an older make_database) nothing tells
+    what was replaced: every change is a full read, as before."""
+    db = str(tmp_path / "old.sqlite")
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TABLE summary(filename unique, t, owner, code_ok, code_display, code_stream,"
+        " code_error, code_empty)"
+    )
+    conn.execute(
+        "INSERT INTO summary VALUES ('a/nb.ipynb', '2021-03-15T10:00:00', 'a', 1, 0, 0, 0, 0)"
+    )
+    conn.commit()
+    cache = CatalogCache()
+    cache.get(db)
+    conn.execute(
+        "INSERT OR REPLACE INTO summary"
+        " VALUES ('a/nb.ipynb', '2021-03-15T10:05:00', 'a', 2, 0, 0, 0, 0)"
+    )
+    conn.commit()
+    conn.close()
+    assert seen(cache.get(db)) == seen(full_read(db)) and cache.full_reads == 2
+
+
+def test_histories_kept_across_cycles_equal_fresh_ones(term):
+    """The data layer updates every assignment's History after each cycle from the
+    catalog's changes; each equals the History a fresh viewer reads."""
+    root, cycle = term
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(root / "sync.sqlite"),
+        "USERS_CSV": str(root / "users.csv"),
+        "ACCESS_DB": private_access_db(),
+    }
+    data = Data(settings, access.PasswordGate(settings))
+    for minute in range(0, 61, 15):
+        cycle(minute)
+        kept, saves = data.histories(), data.saves()
+        fresh = Data(settings, access.PasswordGate(settings))
+        for assignment, history in fresh.histories().items():
+            assert kept[assignment].problems == history.problems
+            assert kept[assignment].versions == history.versions
+        assert {u: t.tolist() for u, t in saves.times.items()} == {
+            u: t.tolist() for u, t in fresh.saves().times.items()
+        }
+    assert data.catalogs.full_reads == 1
+
+
+# ---------------------------------------------------------------------------- version_details
+
+
+def activity_data(root):
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(root / "sync.sqlite"),
+        "USERS_CSV": str(root / "users.csv"),
+        "PASSWD": "pw",
+        "ACCESS_DB": private_access_db(),
+    }
+    return Data(settings, access.PasswordGate(settings), lambda: "10.0.0.9")
+
+
+def answered(answer):
+    return notebook([grade_cell(answer, "q", [execute_result(answer)])])
+
+
+def test_a_long_named_notebooks_versions_are_one_row(tmp_path):
+    """A 240-byte notebook name: its replaced versions are recorded under shortened names
+    (version_details.source says whose); the activity view shows all three versions on the
+    notebook's one row, the latest last."""
+    write_users(tmp_path / "users.csv", [("a", "hoge/a")])
+    path = tmp_path / "hoge/a" / LONG_NAME
+    for i in range(3):
+        write_json(path, answered(str(i)), 1_600_000_000 + 100 * i)
+        sync(tmp_path)
+    data = activity_data(tmp_path)
+    figure, n_rows, message = activity.graph(data, activity.Filters(password="pw"))
+    assert (n_rows, message) == ("1 rows", "")
+    catalog = data.catalog()
+    assert catalog.sources == [f"hoge/a/{LONG_NAME}"]
+    assert sum(len(trace["x"]) for trace in figure["data"]) == 3
+    assert catalog.t.astype(str).tolist() == [
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1_600_000_000 + 100 * i))
+        for i in range(3)
+    ]
+
+
+def test_versions_in_the_repeated_hour_are_shown_in_save_order(tmp_path, monkeypatch):
+    """On 2021-10-31 in Berlin 02:00-03:00 happens twice: a version saved at 02:30 (summer
+    time), the next at 02:10 (winter time). The catalog orders them by their epoch, so
+    the activity view's latest version is the 02:10 one (answered, green)."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        write_users(tmp_path / "users.csv", [("a", "hoge/a")])
+        path = tmp_path / "hoge/a/nb.ipynb"
+        write_json(path, notebook([grade_cell("", "q1")]), mtime=1_635_640_200)
+        sync(tmp_path)
+        write_json(path, answered("1"), mtime=1_635_642_600)
+        sync(tmp_path)
+        data = activity_data(tmp_path)
+        catalog = data.catalog()
+        assert catalog.t.astype(str).tolist() == ["2021-10-31T02:30:00", "2021-10-31T02:10:00"]
+        latest = activity.Filters(password="pw", only_latest=True)
+        figure, n_rows, _ = activity.graph(data, latest)
+        (trace,) = figure["data"]
+        assert trace["marker"]["color"] == "green" and len(trace["x"]) == 1
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
