@@ -11,9 +11,9 @@ for bare rsync (same flags, same tree, its own destination) and for one running
 `rsync_notebooks.py --no-sudo --min-sleep 4 --overhead 1` per destination, as an
 instructor runs it all term: the time is the cycle time the loop prints (rsync, the log,
 make_database.py), and its WAL checkpoints (every few cycles) fall in the cycles where
-they happen. Medians and
-means are reported, plus make_database.py's notebooks per second. Writes
-bench/results/sync.md.
+they happen. Every timed copy starts after os.sync(), so that the write-back of one copy
+never lands in the other's time. Medians and means are reported, plus make_database.py's
+notebooks per second. Writes bench/results/sync.md.
 
 Example:
     .venv/bin/python bench/bench_sync.py --students 300 --notebooks 20
@@ -135,9 +135,10 @@ def run(args):
         sizes = sorted(os.path.getsize(p) for p in paths)
         for copy in range(args.copies):
             bare_dest = f"bare_dest{copy}"
-            subprocess.run(["sync"], check=True)
+            # before each timed copy: no write-back of one copy lands in the other's time
+            os.sync()
             times["full"][0].append(bare_rsync(root, bare_dest, ".bak_full"))
-            subprocess.run(["sync"], check=True)
+            os.sync()
             loop = start_loop(root, copy)
             try:
                 times["full"][1].append(next_cycle_time(loop))
@@ -147,10 +148,10 @@ def run(args):
                     for turn in range(args.rounds):
                         if phase == "5%":
                             changed[phase] = touch_some(paths, 0.05, rng)
-                        subprocess.run(["sync"], check=True)
+                        os.sync()
                         suffix = f".bak_{phase[0]}{copy}_{turn}"
                         times[phase][0].append(bare_rsync(root, bare_dest, suffix))
-                        subprocess.run(["sync"], check=True)
+                        os.sync()
                         times[phase][1].append(next_cycle_time(loop))
             finally:
                 loop.terminate()

@@ -151,8 +151,8 @@ def test_a_folder_with_a_long_name_is_copied_as_usual(hoge):
 
 def test_a_failed_rsync_does_not_stop_the_others_in_later_cycles(hoge):
     """An rsync that fails whenever it is to copy a's folder (here: a wrapper around the
-    real rsync, which reads the folders from its input): the next cycle copies folder by
-    folder, so b's work is copied and recorded."""
+    real rsync, which gets the folders as arguments or on its input): the next cycle copies
+    folder by folder, so b's work is copied and recorded."""
     write_text(hoge / "hoge/a/notebooks/x.txt", "a", 1_600_000_000)
     write_text(hoge / "hoge/b/notebooks/x.txt", "b", 1_600_000_000)
     (hoge / "bin").mkdir()
@@ -160,7 +160,8 @@ def test_a_failed_rsync_does_not_stop_the_others_in_later_cycles(hoge):
     real = shutil.which("rsync")
     wrapper.write_text(
         f"#!/bin/sh\nfolders=$(mktemp -p {hoge})\ncat > $folders\n"
-        "tr '\\0' '\\n' < $folders | grep -q '/hoge/a/notebooks$' && exit 12\n"
+        "(tr '\\0' '\\n' < $folders; printf '%s\\n' \"$@\")"
+        " | grep -q 'hoge/a/notebooks$' && exit 12\n"
         f'exec {real} "$@" < $folders\n'
     )
     wrapper.chmod(0o755)
@@ -582,7 +583,7 @@ def test_each_cycle_is_one_summary_line(hoge):
         rest, _ = loop.communicate(timeout=60)
     lines = (first + rest).splitlines()
     (shown,) = [line for line in lines if "rsync " in line]
-    assert shown.endswith("< (the 5 folders of users.csv)")
+    assert shown.endswith(" -- <the 5 folders of users.csv> sync_dest/")
     summaries = [line for line in lines if "took" in line]
     assert re.fullmatch(
         r"copied 2 files, recorded 2 versions, 0 warnings, took [\d.]+ sec, sleep .*", summaries[0]
