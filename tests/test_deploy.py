@@ -3,6 +3,8 @@ the viewer under gunicorn, and the systemd units in deploy/."""
 
 import base64
 import getpass
+import grp
+import http.client
 import os
 import pwd
 import re
@@ -31,6 +33,7 @@ UNITS = ["monitoring-sync.service", "monitoring-viewer.service"]
 UNIT_CLONE = "/opt/monitoring"
 UNIT_COURSE = "/home/instructor/monitoring"
 UNIT_ACCOUNT = "instructor"
+UNIT_RUNTIME = "/run/monitoring-viewer"  # where systemd makes the viewer's RuntimeDirectory
 README_INSTALL = f"sudo sed -i 's/{UNIT_ACCOUNT}/alice/g' /etc/systemd/system/monitoring-*.service"
 TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
@@ -70,6 +73,62 @@ def exec_start(unit_text):
         if line.startswith("ExecStart="):
             return shlex.split(line.removeprefix("ExecStart="))
     raise AssertionError("no ExecStart= line")
+
+
+def service_settings(unit_text):
+    """The `Key=value` lines of a unit, as a dict."""
+    pairs = (line.split("=", 1) for line in unit_text.splitlines() if "=" in line)
+    return {key: value for key, value in pairs if not key.startswith("#")}
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to a server on a Unix socket (as nginx's proxy_pass http://unix:)."""
+
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def status_through_socket(path, url, headers, process, timeout=60):
+    """The HTTP status of `url` through the Unix socket `path` once something answers there
+    (None if `process` died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        connection = UnixHTTPConnection(path)
+        try:
+            connection.request("GET", url, headers=headers)
+            return connection.getresponse().status
+        except OSError:
+            time.sleep(0.3)
+        finally:
+            connection.close()
+    return None
+
+
+def connects_as(uid, gid, bind):
+    """True when an account (`uid`, primary group `gid`, no other group) can open a
+    connection to gunicorn's --bind address `bind` (unix:PATH or HOST:PORT)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            if bind.startswith("unix:"):
+                family, address = socket.AF_UNIX, bind.removeprefix("unix:")
+            else:
+                host, port = bind.rsplit(":", 1)
+                family, address = socket.AF_INET, (host, int(port))
+            socket.socket(family, socket.SOCK_STREAM).connect(address)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
 
 
 def write_config(folder, text):
@@ -178,6 +237,45 @@ def test_gunicorn_log_lines_carry_timestamps(gunicorn_viewer):
 
 
 # ---------------------------------------------------------------------------- systemd units
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as other accounts")
+def test_viewer_unit_listens_where_only_the_proxy_group_reaches(tmp_path):
+    """The viewer's unit serves the page on a Unix socket in its RuntimeDirectory (made here
+    as systemd makes it), which the proxy's group reaches and another local account (a
+    student's, nobody here) does not: no student can stall the workers or forge
+    X-Forwarded-For. On 127.0.0.1:8050 every account could."""
+    runtime = tempfile.mkdtemp(prefix="run-")  # traversable by every account, unlike tmp_path
+    try:
+        os.chmod(runtime, 0o755)
+        unit = installed_unit("monitoring-viewer.service", tmp_path)
+        unit = unit.replace(UNIT_RUNTIME, os.path.join(runtime, "monitoring-viewer"))
+        service = service_settings(unit)
+        proxy_gid = grp.getgrnam(service["Group"]).gr_gid
+        folder = os.path.join(runtime, service["RuntimeDirectory"])
+        os.mkdir(folder, int(service["RuntimeDirectoryMode"], 8))
+        os.chown(folder, os.getuid(), proxy_gid)
+        token = "t" * 43
+        write_config(tmp_path, f"ACCESS_TOKEN = {token!r}\n")
+        command = exec_start(unit)
+        bind = command[command.index("--bind") + 1]
+        assert bind.startswith(f"unix:{folder}/")
+        with open(tmp_path / "gunicorn.log", "w") as log:
+            process = subprocess.Popen(
+                command, cwd=tmp_path, group=proxy_gid, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            headers = {"Authorization": f"token {token}"}
+            path = bind.removeprefix("unix:")
+            assert status_through_socket(path, "/", headers, process) == 200
+            nobody = pwd.getpwnam("nobody")
+            assert not connects_as(nobody.pw_uid, nobody.pw_gid, bind)
+            assert connects_as(nobody.pw_uid, proxy_gid, bind)  # an account in nginx's group
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    finally:
+        shutil.rmtree(runtime)
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
