@@ -30,6 +30,7 @@ import os
 import pwd
 import runpy
 import socket
+import stat
 import sys
 
 import dash
@@ -237,10 +238,35 @@ def database_problem(db):
         return f"cannot read {db}: {error.strerror}"
 
 
-def startup_problems(settings):
-    """Warnings worth printing at start-up (the page shows them too)."""
+def exposure_problem(path):
+    """Why other accounts can read or change the file `path` (its mode lets them, and
+    every folder above it lets them through), or None."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        folder = os.path.dirname(os.path.abspath(path))
+        while True:
+            if not os.stat(folder).st_mode & 0o011:
+                return None
+            if folder == os.path.dirname(folder):
+                break
+            folder = os.path.dirname(folder)
+    except OSError:
+        return None
+    can = [word for bits, word in ((0o044, "read"), (0o022, "changed")) if mode & bits]
+    if not can:
+        return None
+    return f"{path} can be {' and '.join(can)} by other accounts: run chmod 600 {path}"
+
+
+def startup_problems(settings, config_path=None):
+    """Warnings worth printing at start-up (the page shows them too): among them the
+    config file (`config_path`), users.csv or the database open to other accounts."""
     database = database_problem(settings["SYNC_SQLITE"])
     problems = [database] if database else []
+    for path in (config_path, settings["USERS_CSV"], settings["SYNC_SQLITE"]):
+        exposed = path and exposure_problem(path)
+        if exposed:
+            problems.append(exposed)
     if not os.path.exists(settings["USERS_CSV"]):
         problems.append(f"no users file at {settings['USERS_CSV']}: names cannot be shown")
     if not os.path.isdir(settings["SYNC_DEST"]):
@@ -274,8 +300,24 @@ def __getattr__(name):
 
 def configure_logging():
     """Timestamped log lines on stderr, from main or under gunicorn (which leaves the
-    root logger alone); nothing changes when the host program configured logging."""
+    root logger alone); nothing changes when the host program configured logging. The
+    request logs (werkzeug's, gunicorn's access log) never show a token."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for name in ("werkzeug", "gunicorn.access"):
+        request_log = logging.getLogger(name)
+        if not any(isinstance(f, access.TokenRedaction) for f in request_log.filters):
+            request_log.addFilter(access.TokenRedaction())
+
+
+def proxy_problem(settings):
+    """Why TRUSTED_PROXIES is unsafe for `main`, which listens on TCP, or None."""
+    if not settings["TRUSTED_PROXIES"]:
+        return None
+    return (
+        "TRUSTED_PROXIES is set, but every account that reaches the port can send "
+        "X-Forwarded-For (and forge its address): trust it only behind a Unix socket "
+        "that only the proxy reaches (README: Deploying)"
+    )
 
 
 def listen_problem(host, port):
@@ -330,8 +372,10 @@ def main(argv=None):
     except Exception as error:  # a config file is Python: any error in it lands here
         print(f"Error: cannot load the config file: {error}", file=sys.stderr)
         return 2
-    for problem in startup_problems(settings):
-        print(f"warning: {problem}", file=sys.stderr)
+    problems = startup_problems(settings, find_config(args.config))
+    for problem in [*problems, proxy_problem(settings)]:
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr)
     problem = listen_problem(args.host, args.port)
     if problem:
         print(f"Error: cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)

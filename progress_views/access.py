@@ -17,9 +17,13 @@ kind within FAILURE_WINDOW_SECONDS, or everyone once FAILURES_IN_TOTAL were made
 refused even the right secret of that kind until the window passes; each wrong guess is
 logged with the client's address (never its text). A token of STRONG_TOKEN_LENGTH
 characters or more (the ones made here have 43) cannot be guessed, so wrong tokens are only
-logged: a limit would let any student lock the teacher's new pages out, as every local
-account reaches the viewer from 127.0.0.1. The same file keeps the key that signs the
-session cookie.
+counted, in memory, and logged once a minute per client with their number (nothing is
+written for them): a limit would let any student lock the teacher's new pages out, as
+every local account reaches `main`'s port from 127.0.0.1. The same file keeps the key
+that signs the session cookie.
+
+Logs: a token in a request line (werkzeug's, gunicorn's access log) is shown as
+`token=<hidden>` (TokenRedaction).
 """
 
 import hashlib
@@ -30,6 +34,7 @@ import re
 import secrets
 import sqlite3
 import stat
+import threading
 import time
 import urllib.parse
 from contextlib import closing
@@ -37,7 +42,7 @@ from contextlib import closing
 import flask
 from werkzeug.exceptions import InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.security import check_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 LOG = logging.getLogger("progress_viewer")
 
@@ -46,6 +51,8 @@ FAILURES_PER_CLIENT = 5
 FAILURES_IN_TOTAL = 50
 FAILURE_WINDOW_SECONDS = 300
 STRONG_TOKEN_LENGTH = 32
+TALLY_SECONDS = 60  # wrong guesses that are not limited are logged once per this, counted
+TALLY_CLIENTS = 1000  # clients counted apart in one tally; the rest count together
 ACCESS_DB_NAME = "progress_viewer_access.sqlite"
 COOKIE_NAME = "progress_viewer_session"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -78,6 +85,14 @@ def secret_matches(typed, expected):
     if is_password_hash(expected):
         return check_password_hash(expected, typed)
     return hmac.compare_digest(typed.encode(), str(expected).encode())
+
+
+def dummy_hash_like(hashes):
+    """A hash of a random secret made as the first of `hashes` was (its method and cost),
+    or None when none is a hash: checked for unknown basic-auth users, so that they cost
+    what a known one does."""
+    method = next((h.split("$", 1)[0] for h in hashes if is_password_hash(h)), None)
+    return method and generate_password_hash(secrets.token_urlsafe(16), method=method)
 
 
 def is_password_hash(value):
@@ -182,16 +197,68 @@ class AttemptLog:
 
     def admit(self, client, kind, guess, is_right, detail="", limited=True):
         """True when the secret of `kind` guessed (`guess`) is right (`is_right()`) and
-        `client` is not locked out (never, when not `limited`); a wrong guess is recorded
-        and logged with the client's address and `detail` (a user name), never its text."""
+        `client` is not locked out; a wrong guess is recorded and logged with the client's
+        address and `detail` (a user name), never its text. When not `limited`, nobody is
+        locked out and a wrong guess is only counted in UNLIMITED_GUESSES."""
         if limited and self.locked_out(kind, client):
             LOG.warning("refused a %s%s from %s: too many wrong guesses", kind, detail, client)
             return False
         if is_right():
             return True
-        if self.record_failure(kind, client, guess):
+        if not limited:
+            UNLIMITED_GUESSES.add(kind, client)
+        elif self.record_failure(kind, client, guess):
             LOG.warning("wrong %s%s from %s", kind, detail, client)
         return False
+
+
+class GuessTally:
+    """Wrong guesses of a secret that cannot be guessed (a strong token), counted per kind
+    and client in this process and logged as one line per client every TALLY_SECONDS
+    ("12 wrong access tokens from 10.0.0.5 in the last minute"): a flood costs neither
+    disk nor a log line per request."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {}
+        self.timer = None
+
+    def add(self, kind, client):
+        with self.lock:
+            if (kind, client) not in self.counts and len(self.counts) >= TALLY_CLIENTS:
+                client = "other addresses"
+            self.counts[kind, client] = self.counts.get((kind, client), 0) + 1
+            if self.timer is None:
+                self.timer = threading.Timer(TALLY_SECONDS, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def flush(self):
+        """Log the counts so far and start counting anew."""
+        with self.lock:
+            counts, self.counts = self.counts, {}
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        for (kind, client), count in counts.items():
+            plural = "" if count == 1 else "s"
+            LOG.warning("%d wrong %s%s from %s in the last minute", count, kind, plural, client)
+
+
+UNLIMITED_GUESSES = GuessTally()
+
+
+class TokenRedaction(logging.Filter):
+    """Shows `token=<hidden>` in a log line instead of a token (a request line holds the
+    page's `?token=`, right or wrong)."""
+
+    PATTERN = re.compile(r"(token=)[^&\s\"']*", re.IGNORECASE)
+
+    def filter(self, record):
+        message = record.getMessage()
+        if "token=" in message.lower():
+            record.msg, record.args = self.PATTERN.sub(r"\1<hidden>", message), ()
+        return True
 
 
 class PasswordGate:
@@ -304,12 +371,14 @@ def basic_credentials(request):
 
 
 def basic_auth_checker(pairs):
-    """check(user, password): True for a pair of BASIC_AUTH_USER_PASSWORD_PAIRS (an unknown
-    user costs a comparison too)."""
+    """check(user, password): True for a pair of BASIC_AUTH_USER_PASSWORD_PAIRS. An unknown
+    user's password is checked against a dummy hash made like the known ones', so that
+    its time does not tell which user names exist."""
+    dummy = dummy_hash_like(pairs.values()) or secrets.token_urlsafe(16)
 
     def check(user, password):
         expected = pairs.get(user)
-        matched = secret_matches(password, expected if expected else "\0not a password")
+        matched = secret_matches(password, expected if expected else dummy)
         return matched and expected is not None
 
     return check

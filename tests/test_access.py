@@ -19,7 +19,7 @@ import pytest
 import requests
 from conftest import ACCESS_TOKEN, ROOT, open_page, private_access_db, run_script, token_client
 from test_viewer import course, free_port, settings_for  # noqa: F401  (the session's synced course)
-from werkzeug.security import generate_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 import progress_viewer as pv
 from progress_views import access, problems
@@ -160,6 +160,25 @@ def test_wrong_basic_auth_passwords_are_limited_and_logged(course, caplog):  # n
     assert get("pw", "10.0.0.2").status_code == 200
 
 
+def test_an_unknown_basic_auth_user_costs_a_password_hash_too(monkeypatch):
+    """A known user's password was hashed (150 ms), an unknown one's not (3 ms): the time
+    told which user names exist. Now an unknown user's password is checked against a
+    dummy hash made as the known ones were."""
+    known = generate_password_hash("pw")
+    checked = []
+
+    def counted(hashed, password):
+        checked.append(hashed.split("$", 1)[0])
+        return check_password_hash(hashed, password)
+
+    monkeypatch.setattr(access, "check_password_hash", counted)
+    check = access.basic_auth_checker({"ta": known})
+    assert not check("ta", "guess")
+    assert not check("someone", "guess")
+    assert not check("someone", "pw")
+    assert checked == [known.split("$", 1)[0]] * 3
+
+
 def test_a_verified_basic_auth_user_is_remembered_by_the_session(course):  # noqa: F811
     """After one check of the (hashed) password, the session cookie alone lets the browser
     in: assets do not cost a password hash each."""
@@ -265,9 +284,28 @@ def test_a_strong_token_is_never_locked_out_by_a_flood(course, caplog):  # noqa:
     client = pv.create_app(settings_for(course, ACCESS_TOKEN=strong)).server.test_client()
     for n in range(access.FAILURES_IN_TOTAL + 1):
         assert client.get(f"/?token=guess{n}").status_code == 401
-    assert "wrong access token from 127.0.0.1" in caplog.text
+    access.UNLIMITED_GUESSES.flush()
+    assert "wrong access tokens from 127.0.0.1 in the last minute" in caplog.text
     assert client.get(f"/?token={strong}").status_code == 302
     assert client.get("/").status_code == 200
+
+
+def test_wrong_strong_tokens_are_counted_not_written(course, caplog):  # noqa: F811
+    """5000 wrong strong tokens once added 1 MB to ACCESS_DB and 5000 log lines: now nothing
+    is written for them, and each client gets one line a minute with their number."""
+    settings = settings_for(course, ACCESS_TOKEN=access.new_token())
+    client = pv.create_app(settings).server.test_client()
+    access.UNLIMITED_GUESSES.flush()
+    caplog.clear()
+    for n in range(200):
+        response = client.get(f"/?token=guess{n}", environ_base={"REMOTE_ADDR": "10.0.0.7"})
+        assert response.status_code == 401
+    with sqlite3.connect(settings["ACCESS_DB"]) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM failures").fetchone() == (0,)
+    assert "10.0.0.7" not in caplog.text  # counted, not yet logged
+    access.UNLIMITED_GUESSES.flush()  # what the minute's timer does
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == ["200 wrong access tokens from 10.0.0.7 in the last minute"]
 
 
 def test_a_short_token_is_warned_about(course, caplog):  # noqa: F811
@@ -358,6 +396,29 @@ def wait_until_listening(url):
 def stop(server):
     server.terminate()
     server.wait(timeout=20)
+
+
+def test_the_request_log_never_shows_a_token(course, tmp_path):  # noqa: F811
+    """werkzeug logs each request line: `GET /?token=...` showed the right token, and the
+    text of every wrong one. Both are hidden now, in the viewer's real output."""
+    command = [sys.executable, os.path.join(ROOT, "progress_viewer.py"), "--port", free_port()]
+    command += ["--db", course / "sync.sqlite", "--users-csv", course / "users.csv"]
+    with open(tmp_path / "stderr.log", "w") as log:
+        server = subprocess.Popen(
+            list(map(str, command)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    try:
+        url = server.stdout.readline().split(" at ", 1)[1].strip()
+        wait_until_listening(url)
+        assert requests.get(url, allow_redirects=False, timeout=30).status_code == 302
+        wrong = url.split("?")[0] + "?token=wrong-guess-text"
+        assert requests.get(wrong, timeout=30).status_code == 401
+    finally:
+        stop(server)
+    output = re.sub(r"\x1b\[[0-9;]*m", "", (tmp_path / "stderr.log").read_text())  # colours
+    assert 'GET /?token=<hidden> HTTP/1.1" 302' in output
+    assert 'GET /?token=<hidden> HTTP/1.1" 401' in output
+    assert url.split("?token=")[1] not in output and "wrong-guess-text" not in output
 
 
 class Streamed:
@@ -482,8 +543,14 @@ def test_gunicorn_workers_share_one_token_and_one_cookie_key(course, tmp_path): 
         stop(server)
 
 
+# The demo's files that name students or hold the names password, and their modes (its
+# folder is 0700 too).
+PRIVATE_DEMO = {"progress_viewer_config.py": 0o600, "users.csv": 0o600}
+
+
 def test_the_demo_prints_the_token_url_and_the_page_works_from_it(tmp_path):
-    """`./run demo`: the viewer's ready URL carries the token; the page opens from it."""
+    """`./run demo`: the viewer's ready URL carries the token; the page opens from it. The
+    demo's folder, its config (PASSWD) and users.csv (real names) are private."""
     port = free_port()
     command = [sys.executable, os.path.join(ROOT, "tools", "demo.py"), "--dir", tmp_path / "d"]
     command += ["--students", 3, "--assignments", 1, "--minutes", 10, "--step", 10]
@@ -498,6 +565,9 @@ def test_the_demo_prints_the_token_url_and_the_page_works_from_it(tmp_path):
         served = next(line for line in demo.stdout if line.startswith("serving "))
         (url,) = re.findall(rf"http://127\.0\.0\.1:{port}/\?token=\S+", served)
         wait_until_listening(url)
+        folder = tmp_path / "d"
+        modes = {name: stat.S_IMODE(os.stat(folder / name).st_mode) for name in PRIVATE_DEMO}
+        assert (stat.S_IMODE(os.stat(folder).st_mode), modes) == (0o700, PRIVATE_DEMO)
         browser = requests.Session()
         assert browser.get(url, timeout=30).status_code == 200
         assert browser.get(f"http://127.0.0.1:{port}/_dash-layout", timeout=30).ok

@@ -190,6 +190,51 @@ def test_viewer_warns_when_the_destination_is_missing(tmp_path):
     assert "destination" not in given.stderr
 
 
+def test_trusted_proxies_on_a_port_is_warned_about(tmp_path):
+    """`main` listens on TCP, which every local account reaches: with TRUSTED_PROXIES set,
+    any of them could forge X-Forwarded-For (to lock out an address, or everyone), so the
+    viewer says so at start."""
+    with socket.socket() as holder:  # a busy port: the viewer warns, then stops
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        plain = run_script("progress_viewer.py", "--port", port, cwd=tmp_path, check=False)
+        write_config(tmp_path, "TRUSTED_PROXIES = 1\n")
+        trusting = run_script("progress_viewer.py", "--port", port, cwd=tmp_path, check=False)
+    warning = "warning: TRUSTED_PROXIES is set, but every account that reaches the port"
+    assert warning in trusting.stderr
+    assert "TRUSTED_PROXIES" not in plain.stderr
+
+
+def test_files_open_to_other_accounts_are_named_with_the_fix():
+    """The demo once left PASSWD (in the config) and real names (in users.csv) readable by
+    every account: the viewer names each such file and the chmod to run, unless a folder
+    above it is closed to others."""
+    course = tempfile.mkdtemp(prefix="course-")  # in /tmp, which every account crosses
+    try:
+        os.chmod(course, 0o755)
+        config = write_config(
+            course, 'PASSWD = "s"\nUSERS_CSV = "users.csv"\nSYNC_SQLITE = "sync.sqlite"\n'
+        )
+        users, db = os.path.join(course, "users.csv"), os.path.join(course, "sync.sqlite")
+        with open(users, "w") as stream:
+            stream.write("uid,real_name\nu1,Ann Lee\n")
+        sqlite3.connect(db).close()
+        os.chmod(config, 0o644)
+        os.chmod(users, 0o646)
+        os.chmod(db, 0o600)
+        settings = progress_viewer.load_settings(config)
+        problems = progress_viewer.startup_problems(settings, config)
+        assert f"{config} can be read by other accounts: run chmod 600 {config}" in problems
+        exposed = f"{users} can be read and changed by other accounts: run chmod 600 {users}"
+        assert exposed in problems
+        assert not any(db in problem for problem in problems)
+        os.chmod(course, 0o700)
+        assert not any("other accounts" in p for p in progress_viewer.startup_problems(settings))
+    finally:
+        shutil.rmtree(course)
+
+
 # ---------------------------------------------------------------------------- gunicorn
 
 

@@ -59,6 +59,7 @@ def build_demo(directory, students, assignments, minutes, step):
     """Make the course and run one sync cycle per `step` minutes of the session."""
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
+    os.chmod(directory, 0o700)  # real names and the names password: the teacher's alone
     uids = {f"u{n + 1:03d}" for n in range(students)}
     course = demo_course.make_course(
         students,
@@ -68,9 +69,13 @@ def build_demo(directory, students, assignments, minutes, step):
         stuck=[planted for planted in DEMO_STUCK if planted[0] in uids],
         idle=[planted for planted in DEMO_IDLE if planted[0] in uids],
     )
-    demo_course.write_users_csv(os.path.join(directory, "users.csv"), course.students)
-    with open(os.path.join(directory, "progress_viewer_config.py"), "w") as stream:
+    users = os.path.join(directory, "users.csv")
+    config = os.path.join(directory, "progress_viewer_config.py")
+    demo_course.write_users_csv(users, course.students)
+    with open(config, "w") as stream:
         stream.write(CONFIG.format(password=DEMO_PASSWORD))
+    for private in (users, config):
+        os.chmod(private, 0o600)
     start = time.time() - minutes * 60
     for minute in range(0, minutes + 1, step):
         written = demo_course.write_course_at(directory, course, minute, start)
