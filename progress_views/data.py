@@ -1,9 +1,11 @@
 """The data layer every view of the viewer reads through: one `Data` per app.
 
-    data.catalog()              every notebook version (numpy arrays), re-read after a commit
+    data.catalog()              every notebook version (numpy arrays), updated after a commit
     data.people()               users.csv (re-read when it changes)
     data.assignments()          {assignment: [source index]} of the current catalog
     data.history(assignment)    model.History of one assignment (LRU-cached)
+    data.saves()                model.Saves: every student's saves of any file
+    data.class_at(moment, minutes, students)   model.class_at over every assignment
     data.names_shown(password)  the names password, checked by access.PasswordGate
     data.student_labels(uids, shown)   uid -> `uid [USER_ATTRS]`, or `student N` hidden
     data.source_label(source, owner, shown)   an activity row's label (no student path hidden)
@@ -564,6 +566,40 @@ class Earlier(dict):
     lineage = None
 
 
+class FileNames:
+    """rowid -> file name for the Histories and Saves of one Data: one at a time, or
+    many in one query; kept per catalog."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __call__(self, rowid):
+        return self.many([rowid])[rowid]
+
+    def many(self, rowids):
+        """{rowid: file name} of `rowids` (None for one no longer recorded)."""
+        names = self.data.memo("file names", dict)
+        missing = [rowid for rowid in rowids if rowid not in names]
+        if missing:
+            found = dict.fromkeys(missing)
+            conn = self.data.reader_connection()
+            found.update(conn.execute(FILE_NAMES_QUERY, (json.dumps(missing),)))
+            names.update(found)
+        return {rowid: names[rowid] for rowid in rowids}
+
+
+FILE_NAMES_QUERY = (
+    "SELECT rowid, filename FROM summary WHERE rowid IN (SELECT value FROM json_each(?))"
+)
+
+
+class Reader(threading.local):
+    """A read-only connection per thread, and the database file (inode) it is open on."""
+
+    conn = None
+    inode = None
+
+
 # ---------------------------------------------------------------------------- the interface
 
 
@@ -583,6 +619,8 @@ class Data:
         self.catalogs = CatalogCache()
         self.users = PeopleCache()
         self.earlier = Earlier()  # the last History read of each assignment
+        self.reader = Reader()
+        self.file_names = FileNames(self)
 
     # -- the names password
 
@@ -632,15 +670,22 @@ class Data:
     def saves(self):
         """model.Saves: when each student saved anything at all (any file)."""
         saved = self.catalog().saved
+        return self.memo("saves", lambda: model.Saves(saved.times, saved.rowids, self.file_names))
+
+    def class_at(self, moment, minutes, students=None):
+        """model.class_at over every assignment, kept per catalog: the status line, the
+        stuck list and the heatmap's order ask for the same one on each update."""
+        key = ("class at", moment, minutes, None if students is None else frozenset(students))
         return self.memo(
-            "saves", lambda: model.Saves(saved.times, saved.rowids, self.version_filename)
+            key, lambda: model.class_at(self.histories(), self.saves(), moment, minutes, students)
         )
 
     def load_history(self, assignment):
         """The assignment's History from the catalog's rows of its sources; the versions of
         the last History read of it are reused (only new versions' problems are read)."""
         catalog = self.catalog()
-        sources = self.assignments().get(assignment, [])
+        owner_of = catalog.source_owner
+        sources = sorted(self.assignments().get(assignment, []), key=owner_of.__getitem__)
         starts = catalog.starts()
         lengths = [int(starts[s + 1] - starts[s]) for s in sources]
         rows = [np.arange(starts[s], starts[s + 1]) for s in sources]
@@ -659,7 +704,7 @@ class Data:
                 catalog.t[index].astype(np.int64),
                 catalog.rowid[index],
                 self.earlier.get(assignment),
-                self.version_filename,
+                self.file_names,
             )
         finally:
             conn.close()
@@ -773,21 +818,26 @@ class Data:
 
     def version_filename(self, rowid):
         """The file name of one recorded version (any file), or None when it is gone."""
-        conn = self.connect()
-        try:
-            row = conn.execute("SELECT filename FROM summary WHERE rowid = ?", (rowid,)).fetchone()
-        finally:
-            conn.close()
-        return row[0] if row else None
+        return self.file_names(rowid)
 
     def version_owner(self, rowid):
         """The owner of one recorded version (any file), or None when it is gone."""
-        conn = self.connect()
-        try:
-            row = conn.execute("SELECT owner FROM summary WHERE rowid = ?", (rowid,)).fetchone()
-        finally:
-            conn.close()
+        return self.one_value("SELECT owner FROM summary WHERE rowid = ?", rowid)
+
+    def one_value(self, query, rowid):
+        """The one value `query` reads of summary row `rowid`, through this thread's
+        connection (opening one per look-up cost ~0.2 ms), or None."""
+        row = self.reader_connection().execute(query, (rowid,)).fetchone()
         return row[0] if row else None
+
+    def reader_connection(self):
+        """This thread's read-only connection to the database file read now."""
+        inode = self.catalog().mark.inode
+        if self.reader.inode != inode:
+            if self.reader.conn is not None:
+                self.reader.conn.close()
+            self.reader.conn, self.reader.inode = self.connect(), inode
+        return self.reader.conn
 
     def file_url(self, filename):
         """Where a recorded version opens in Jupyter."""

@@ -140,6 +140,14 @@ class History:
         self.bounds = {u: (e - c, e) for u, c, e in zip(table.uids, counts, ends) if c}
         self.times = {u: table.t[s:e] for u, (s, e) in self.bounds.items()}
         self.versions = {u: Versions(self, s, e) for u, (s, e) in self.bounds.items()}
+        readable = table.t[table.t != NOT_A_TIME]
+        self.base = int(readable.min()) - 1 if len(readable) else 0
+        self.keys = None  # search_keys of every version, made when spans is first asked
+        numbers = [n for n, c in enumerate(counts) if c]  # of the students in bounds
+        self.firsts = (
+            np.array([s for s, _ in self.bounds.values()], dtype=np.int64),
+            np.array(numbers, dtype=np.int64),
+        )
 
     @property
     def students(self):
@@ -150,6 +158,14 @@ class History:
         if rowid not in self.names and self.lookup is not None:
             self.names[rowid] = self.lookup(rowid)
         return self.names.get(rowid)
+
+    def filenames(self, rowids):
+        """{rowid: file name} of some of its versions, in one look-up when the lookup
+        has `many` (the data layer's reads them in one query)."""
+        missing = [rowid for rowid in rowids if rowid not in self.names]
+        if missing and hasattr(self.lookup, "many"):
+            self.names.update(self.lookup.many(missing))
+        return {rowid: self.filename(rowid) for rowid in rowids}
 
     def version(self, row):
         """The Version in row `row` of the table."""
@@ -183,6 +199,30 @@ class History:
         """The outcome codes of the student's version `index`: one byte per problem, its
         CLASSES index."""
         return self.classes[self.bounds[uid][0] + index].tobytes()
+
+    def spans(self, moment, window_start):
+        """{uid: (start, end)} of every student who saved a version by `moment`: their
+        versions saved by `window_start`, and by `moment` (counts, from their first), in
+        one search over every student (class_at asks it for each assignment)."""
+        if self.keys is None:
+            self.keys = self.search_keys(self.table.t)
+        first, numbers = self.firsts
+        by_moment = np.searchsorted(self.keys, self.search_keys(moment, numbers), "right")
+        by_start = np.searchsorted(self.keys, self.search_keys(window_start, numbers), "right")
+        return {
+            uid: (start, end)
+            for uid, start, end in zip(
+                self.bounds, (by_start - first).tolist(), (by_moment - first).tolist()
+            )
+            if end
+        }
+
+    def search_keys(self, t, owner=None):
+        """(student, time) as one sortable int64: the student's number times SPAN, plus
+        the time since the earliest (0 for an unreadable time, which sorts first)."""
+        owner = self.table.owner if owner is None else owner
+        since = np.minimum(np.maximum(t, self.base) - self.base, SPAN - 1)
+        return owner.astype(np.int64) * SPAN + since
 
     def owner_of(self, rowid):
         """The student whose version `rowid` is, or None."""
@@ -222,6 +262,9 @@ def table_of_versions(problems, versions, names):
         list(layouts),
         list(vocab),
     )
+
+
+SPAN = 1 << 36  # seconds: more than two thousand years of versions per student
 
 
 def result_type(vocab):
@@ -298,8 +341,10 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
     uids = sorted({owners[n] for n in np.unique(owner).tolist()})
     place = {uid: n for n, uid in enumerate(uids)}
     rank = np.array([place.get(uid, -1) for uid in owners], dtype=np.int32)
-    order = np.lexsort((rowid, t, rank[owner]))
-    owner, t, rowid = rank[owner][order], np.asarray(t)[order], np.asarray(rowid)[order]
+    owner, t, rowid = rank[owner], np.asarray(t), np.asarray(rowid)
+    if not in_order(owner, t, rowid):
+        order = np.lexsort((rowid, t, owner))
+        owner, t, rowid = owner[order], t[order], rowid[order]
     old = reused_rows(previous, rowid)
     new = np.flatnonzero(old < 0)
     read = read_versions(conn, rowid[new].tolist())
@@ -310,7 +355,7 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
     layout[kept] = previous.table.layout[old[kept]] if len(kept) else 0
     names = {}
     if lookup is None and previous is not None:
-        names = {r: previous.names.get(r) for r in rowid[kept].tolist()}
+        names = {r: previous.filename(r) for r in rowid[kept].tolist()}
     fresh = []
     for row, number in zip(new.tolist(), rowid[new].tolist()):
         filename, outcomes = read.get(number, ("", {}))
@@ -337,6 +382,17 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
             results[row, column_of[grade_id]] = vocab[result]
     table = Table(uids, owner, t, rowid, layout, results, problems, all_layouts, list(vocab))
     return History(assignment, problems, table=table, lookup=lookup, names=names)
+
+
+def in_order(owner, t, rowid):
+    """True when (owner, t, rowid) increase already (the catalog gives each student's
+    versions in order, so a sort is needed only where local times repeat)."""
+    if len(owner) < 2:
+        return True
+    same_owner, same_t = owner[1:] == owner[:-1], t[1:] == t[:-1]
+    later_t = (t[1:] > t[:-1]) | same_t & (rowid[1:] > rowid[:-1])
+    later = (owner[1:] > owner[:-1]) | same_owner & later_t
+    return bool(later.all())
 
 
 def reused_rows(previous, rowid):
@@ -557,10 +613,11 @@ def class_at(histories, saves, moment, minutes, students=None):
     recent = sum(1 for uid in saved if saves.count(uid, window_start, moment))
     class_is_saving = 2 * recent >= len(saved)
     rows, kind_of, by_assignment = [], {}, {a: dict.fromkeys(KINDS, 0) for a in histories}
+    spans = {a: history.spans(moment, window_start) for a, history in histories.items()}
     for uid in saved:
         if students is not None and uid not in students:
             continue
-        states = student_states(histories, uid, moment, window_start)
+        states = student_states(histories, spans, uid)
         stuck = [r for state in states for r in state.stuck_rows]
         finished = bool(states) and all(state.finished for state in states)
         idle = (
@@ -582,6 +639,7 @@ def class_at(histories, saves, moment, minutes, students=None):
             by_assignment[state.assignment][state.kind(kind_of[uid])] += 1
     for row in rows:
         row["minutes"] = (moment - row["since"]) // 60
+    name_stuck_rows(histories, rows)
     rows.sort(key=lambda r: (r["since"], r["student"], *problem_place(histories, r)))
     status = dict.fromkeys(KINDS, 0)
     for kind in kind_of.values():
@@ -595,7 +653,7 @@ class AssignmentState:
 
     assignment: str
     problems: list  # the assignment's grade_ids in notebook order
-    latest: Version  # their state at M
+    latest_t: int  # when their state at M was saved
     codes: bytes  # its outcome codes, one per problem
     stuck_rows: list  # a row per problem they are stuck on
 
@@ -613,22 +671,22 @@ class AssignmentState:
         return "idle" if student_kind == "idle" else "working"
 
 
-def student_states(histories, uid, moment, window_start):
-    """The AssignmentStates of `uid` at `moment`, one per assignment started by then."""
+def student_states(histories, spans, uid):
+    """The AssignmentStates of `uid` at M, one per assignment started by then; spans:
+    {assignment: History.spans(M, M - N)}."""
     states = []
     for assignment, history in histories.items():
-        times = history.times.get(uid)
-        end = 0 if times is None else int(np.searchsorted(times, moment, "right"))
+        start, end = spans[assignment].get(uid, (0, 0))
         if not end:
             continue
-        start = int(np.searchsorted(times, window_start, "right"))
         stuck = [
             stuck_row(history, uid, order, first_of_error_run(history, uid, order, start - 1))
             for order in stuck_problems(history, uid, start, end)
         ]
-        latest = history.versions[uid][end - 1]
+        latest = history.bounds[uid][0] + end - 1
         codes = history.code(uid, end - 1)
-        states.append(AssignmentState(assignment, history.problems, latest, codes, stuck))
+        latest_t = int(history.table.t[latest])
+        states.append(AssignmentState(assignment, history.problems, latest_t, codes, stuck))
     return states
 
 
@@ -647,11 +705,19 @@ def stuck_problems(history, uid, start, end):
 
 
 def stuck_row(history, uid, order, first):
-    version = history.versions[uid][first]
+    row = history.bounds[uid][0] + first
+    t, rowid = int(history.table.t[row]), int(history.table.rowid[row])
     problem = history.problems[order]
-    return flag_row(
-        uid, history.assignment, problem, "stuck", version.t, version.rowid, version.filename
-    )
+    return flag_row(uid, history.assignment, problem, "stuck", t, rowid, None)
+
+
+def name_stuck_rows(histories, rows):
+    """Fill in the stuck rows' file names, one look-up per assignment."""
+    for assignment, history in histories.items():
+        stuck = [r for r in rows if r["kind"] == "stuck" and r["assignment"] == assignment]
+        names = history.filenames({r["rowid"] for r in stuck})
+        for row in stuck:
+            row["filename"] = names[row["rowid"]]
 
 
 def first_of_error_run(history, uid, order, index):
@@ -669,7 +735,7 @@ def idle_row(uid, states, last_save):
     unfinished = [state for state in states if not state.finished]
     assignment, problem = "", ""
     if unfinished:
-        state = max(unfinished, key=lambda s: (s.latest.t, s.assignment))
+        state = max(unfinished, key=lambda s: (s.latest_t, s.assignment))
         order = next(i for i, code in enumerate(state.codes) if code != ANSWERED_CODE)
         assignment, problem = state.assignment, state.problems[order]
     t, rowid, filename = last_save

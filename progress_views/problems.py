@@ -134,9 +134,7 @@ class Shown:
         return self.data.student_labels(uids, self.names)
 
     def class_at(self, minutes):
-        return model.class_at(
-            self.data.histories(), self.data.saves(), self.moment, minutes, self.allowed
-        )
+        return self.data.class_at(self.moment, minutes, self.allowed)
 
     def shared_assignments(self):
         """Assignments more than one student has: without the names password, the name
