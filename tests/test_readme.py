@@ -358,7 +358,8 @@ def test_viewer_commands_serve(clone):
     assert started is not None
     gunicorn = readme_line(".venv/bin/gunicorn")
     port = free_port()
-    gunicorn = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", gunicorn)
+    # The socket's folder is made by systemd (test_deploy serves on it): a port here.
+    gunicorn = re.sub(r"unix:\S+", f"127.0.0.1:{port}", gunicorn)
     assert serves(gunicorn, clone, port) is not None
 
 
