@@ -246,6 +246,7 @@ def gunicorn_viewer(tmp_path):
     port = free_port()
     command = exec_start(installed_unit("monitoring-viewer.service", tmp_path))
     command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
+    command[1:1] = ["--access-logfile", "-"]  # what a teacher may add
     log = open(tmp_path / "gunicorn.log", "w+")
     process = subprocess.Popen(
         command,
@@ -279,6 +280,22 @@ def test_gunicorn_log_lines_carry_timestamps(gunicorn_viewer):
     assert refused and re.match(TIMESTAMP, refused[0]), refused
     log.seek(0)
     assert "Tr0ub4dor" not in log.read()
+
+
+def test_gunicorn_access_log_hides_tokens(gunicorn_viewer):
+    """gunicorn's access log, when asked for, shows `token=<hidden>` for a token in the URL."""
+    url, process, log = gunicorn_viewer
+    assert wait_for_http(f"{url}?token=a-secret-token&x=1", process) == 401
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log.seek(0)
+        logged = [line for line in log if '"GET /?token=' in line]
+        if logged:
+            break
+        time.sleep(0.2)
+    assert logged and '"GET /?token=<hidden>&x=1 HTTP/1.1" 401' in logged[0], logged
+    log.seek(0)
+    assert "a-secret-token" not in log.read()
 
 
 # ---------------------------------------------------------------------------- systemd units
