@@ -41,7 +41,14 @@ sys.path.insert(0, HERE)
 import make_database  # noqa: E402  (the version string)
 from progress_views import access, activity, moment, problems, version  # noqa: E402
 from progress_views.data import Data  # noqa: E402
-from progress_views.widgets import ERROR_STYLE, PageIds, optional_text, text, text_box  # noqa: E402
+from progress_views.widgets import (  # noqa: E402
+    ERROR_STYLE,
+    PageIds,
+    optional_text,
+    password_refused,
+    text,
+    text_box,
+)
 
 LOG = logging.getLogger("progress_viewer")
 
@@ -167,7 +174,7 @@ def password_message(data, password):
         return ""
     if data.names_shown(password):
         return html.Span("names shown", style={"color": "#555"})
-    return html.Span("wrong password", style=ERROR_STYLE)
+    return html.Span(password_refused(data), style=ERROR_STYLE)
 
 
 def register_page(app, data):

@@ -285,6 +285,10 @@ class PasswordGate:
             return False
         return self.attempts.admit(client, NAMES, typed, lambda: self.is_right(typed))
 
+    def locked_out(self, client):
+        """True while `client` may not guess the names password (too many wrong ones)."""
+        return self.attempts.locked_out(NAMES, client)
+
     def is_right(self, typed):
         mark = fingerprint(self.attempts.key(), NAMES, typed)
         if mark not in self.right and secret_matches(typed, self.expected):

@@ -25,6 +25,7 @@ from progress_views.widgets import (
     labelled,
     number_box,
     optional_text,
+    password_refused,
     text,
     text_box,
     texts,
@@ -173,6 +174,8 @@ def path_groups(paths):
     with [^/]+."""
     groups = {}
     for index, path in enumerate(paths):
+        if not path:  # hidden (data.searchable_paths)
+            continue
         parts = path.split("/")
         for i in range(len(parts)):
             pattern = (
@@ -223,24 +226,28 @@ class View:
     total: int = 0  # sources the filters keep before max entries
 
 
-def sort_keys(catalog, latest, criteria, team_of):
-    """Sort key per shown source (ascending), from each one's latest version."""
+def sort_keys(catalog, latest, criteria, team_of, rank):
+    """Sort key per shown source (ascending), from each one's latest version; students
+    by `rank(uid)` (Data.student_order), ties too."""
     times = catalog.t[latest].astype(np.int64).tolist()
     counts = np.nan_to_num(catalog.counts[latest]).tolist()
     sources = catalog.src[latest].tolist()
+    owners = [rank(catalog.source_owner[s]) for s in sources]
+    names = [catalog.sources[s] for s in sources]  # only ever compared for one owner
     if criteria == "most_ok":
-        return [(-(c[0] + c[1] + c[2]), -t) for c, t in zip(counts, times)]
-    if criteria == "most_error":
-        return [(-c[3], -t) for c, t in zip(counts, times)]
-    if criteria == "user":
-        return [(catalog.source_owner[s], catalog.sources[s]) for s in sources]
-    if criteria == "team":
-        owners = [catalog.source_owner[s] for s in sources]
-        return [(team_of(o), o, catalog.sources[s]) for o, s in zip(owners, sources)]
-    return [(-t,) for t in times]
+        firsts = [(-(c[0] + c[1] + c[2]), -t) for c, t in zip(counts, times)]
+    elif criteria == "most_error":
+        firsts = [(-c[3], -t) for c, t in zip(counts, times)]
+    elif criteria == "user":
+        firsts = [() for _ in sources]
+    elif criteria == "team":
+        firsts = [(team_of(catalog.source_owner[s]),) for s in sources]
+    else:
+        firsts = [(-t,) for t in times]
+    return [(*first, owner, name) for first, owner, name in zip(firsts, owners, names)]
 
 
-def select_view(catalog, mask, after, before, only_latest, criteria, max_lines, team_of):
+def select_view(catalog, mask, after, before, only_latest, criteria, max_lines, team_of, rank):
     """The View for the given filters (pure: the catalog is not changed)."""
     chosen = mask[catalog.src]
     if after is not None:
@@ -253,7 +260,7 @@ def select_view(catalog, mask, after, before, only_latest, criteria, max_lines, 
     src = catalog.src[picked]
     last_of_source = np.append(src[1:] != src[:-1], True)  # sorted by (src, t)
     latest = picked[last_of_source]
-    keys = sort_keys(catalog, latest, criteria, team_of)
+    keys = sort_keys(catalog, latest, criteria, team_of, rank)
     order = sorted(range(len(latest)), key=keys.__getitem__)[:max_lines]
     shown = [int(catalog.src[latest[i]]) for i in order]
     if only_latest:
@@ -271,9 +278,10 @@ def rows_text(view):
     return f"{shown} rows"
 
 
-def make_figure(catalog, view, labels):
+def make_figure(catalog, view, labels, handle):
     """One row per source, one marker per version, as a plain figure dict (no per-point
-    validation): one trace per color, numbers as typed arrays, counts as short strings."""
+    validation): one trace per color, numbers as typed arrays, counts as short strings,
+    each version's `handle(rowid)` for a click."""
     versions = view.versions
     counts = catalog.counts[versions]
     colors, sizes = marker_colors(counts), marker_sizes(counts).round(1)
@@ -295,7 +303,7 @@ def make_figure(catalog, view, labels):
                 "name": meaning,
                 "x": x[selected],
                 "y": y[selected],
-                "customdata": catalog.rowid[versions[selected]],
+                "customdata": [handle(r) for r in catalog.rowid[versions[selected]].tolist()],
                 "text": count_texts(counts[selected]) if readable else None,
                 "marker": {"color": color, "size": sizes[selected], "line": {"width": 0}},
                 "hovertemplate": HOVER if readable else HOVER_UNREADABLE,
@@ -372,7 +380,7 @@ def graph(data, filters, now=None):
     shown = data.names_shown(filters.password)
     notes = []
     if filters.password and not shown:
-        notes.append("wrong password")
+        notes.append(password_refused(data))
     if filters.path_re and filters.groups:
         notes.append("the path regexp is used: the ticked groups are ignored")
     now = now or datetime.now()
@@ -389,16 +397,16 @@ def graph(data, filters, now=None):
     allowed = data.allowed_uids(filters.column, filters.value, shown)
     if allowed is not None:
         mask = mask & np.array([o in allowed for o in catalog.source_owner], dtype=bool)
-    team_of = data.team_of(shown)
+    team_of, rank = data.team_of(shown), data.student_order(shown)
     view = select_view(
-        catalog, mask, after, before, filters.only_latest, filters.criteria, limit, team_of
+        catalog, mask, after, before, filters.only_latest, filters.criteria, limit, team_of, rank
     )
     labels = [
         data.source_label(catalog.sources[s], catalog.source_owner[s], shown) for s in view.sources
     ]
     if data.people().problem:
         notes.append(data.people().problem)
-    return make_figure(catalog, view, labels), rows_text(view), "\n".join(notes)
+    return make_figure(catalog, view, labels, data.handle), rows_text(view), "\n".join(notes)
 
 
 def suggestions(data, threshold, password):
@@ -419,10 +427,10 @@ def suggestions(data, threshold, password):
 def link(data, click, password):
     """A link to the clicked version (only with the password: it names the student)."""
     try:
-        rowid = int(click["points"][0]["customdata"])
-    except (TypeError, KeyError, IndexError, ValueError, OverflowError):
+        rowid = data.rowid(click["points"][0]["customdata"])
+    except (TypeError, KeyError, IndexError):
         return ""
-    if not 0 < rowid < 2**63:  # SQLite's rowids
+    if rowid is None:
         return ""
     if not data.names_shown(password):
         return "Type the password to open this version in Jupyter."

@@ -8,10 +8,12 @@
     data.class_at(moment, minutes, students)   model.class_at over every assignment
     data.names_shown(password)  the names password, checked by access.PasswordGate
     data.student_labels(uids, shown)   uid -> `uid [USER_ATTRS]`, or `student N` hidden
+    data.student_order(shown)   a sort key of uids (pseudonym order without the password)
     data.source_label(source, owner, shown)   an activity row's label (no student path hidden)
     data.searchable_paths(shown)       what the path regexp searches (no student path hidden)
     data.filter_columns(shown), data.allowed_uids(column, value, shown), data.team_of(shown)
     data.version_filename(rowid), data.version_owner(rowid), data.file_url(filename)
+    data.handle(rowid), data.rowid(handle)   what the browser gets instead of a rowid
     data.memo(key, compute)     a per-catalog LRU cache for what a view derives from it
     Data.errors                 what a view catches when the database cannot be read
 
@@ -31,9 +33,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import make_database
-from progress_views import model
+from progress_views import handles, model
 
 MASK = "*"
+OWN_FILE = "(a file only this student has)"  # an unshared path, without the password
 CACHE_ENTRIES = 32  # derived results kept per catalog (masks, histories, labels)
 
 
@@ -629,6 +632,10 @@ class Data:
         and logged by the gate (access.PasswordGate), whichever callback sent them."""
         return self.gate.check(password, self.client_address())
 
+    def names_locked_out(self):
+        """True while this client may not try the names password (too many wrong ones)."""
+        return self.gate.locked_out(self.client_address())
+
     # -- sources
 
     def catalog(self):
@@ -721,6 +728,15 @@ class Data:
 
         return self.memo("pseudonyms", number)
 
+    def student_order(self, shown):
+        """A sort key of uids for every list the page shows: the uid with the names
+        password, else the pseudonym's number (uid order would tell who `student N` is)."""
+        if shown:
+            return lambda uid: (0, uid)
+        names = self.pseudonyms()
+        rank = self.memo("pseudonym ranks", lambda: {uid: n for n, uid in enumerate(names)})
+        return lambda uid: (rank.get(uid, len(rank)), "")
+
     def student_labels(self, uids, shown):
         """uid -> `uid [USER_ATTRS]` with the names password, else `student N`
         (`[PUBLIC_ATTRS]` after it either way)."""
@@ -757,10 +773,17 @@ class Data:
     def searchable_paths(self, shown):
         """What the path regexp and the suggested groups search, one per catalog source:
         the path under the destination with the names password, else the path under the
-        owner's folder (a regexp over the rest, `/u001/`, would tell who a row is)."""
+        owner's folder (a regexp over the rest, `/u001/`, would tell who a row is), and ''
+        for a path only one student has."""
         catalog = self.catalog()
         if shown:
             return catalog.sources
+        relative, shared = self.relative_paths(), self.shared_paths()
+        return self.memo("searchable paths", lambda: [p if p in shared else "" for p in relative])
+
+    def relative_paths(self):
+        """Each catalog source's path under its owner's folder."""
+        catalog = self.catalog()
 
         def relative():
             return [
@@ -770,6 +793,20 @@ class Data:
 
         return self.memo("relative paths", relative)
 
+    def shared_paths(self):
+        """The paths under the owners' folders that two students or more have: without
+        the names password no other one is shown or searched (a file only one student has
+        may be named after them)."""
+        catalog, relative = self.catalog(), self.relative_paths()
+
+        def shared():
+            owners = {}
+            for path, owner in zip(relative, catalog.source_owner):
+                owners.setdefault(path, set()).add(owner)
+            return {path for path, found in owners.items() if len(found) > 1}
+
+        return self.memo("shared paths", shared)
+
     def source_label(self, source, owner, shown):
         """An activity row: `file [attrs] uid` with the password, else `file student N`
         (DESIGN's order); the file is its path under the owner's folder, and never a
@@ -777,6 +814,8 @@ class Data:
         if owner == make_database.UNKNOWN_OWNER:
             return f"{source if shown else os.path.basename(source)} {owner}"
         path = shown_path(source, self.owner_folder(owner))
+        if not shown and path not in self.shared_paths():
+            path = OWN_FILE
         name = owner if shown else self.pseudonyms().get(owner, MASK)
         values = self.attr_values(owner, shown)
         return f"{path} [{' '.join(values)}] {name}" if values else f"{path} {name}"
@@ -815,6 +854,23 @@ class Data:
         return team
 
     # -- versions
+
+    def handle(self, rowid):
+        """What the browser gets for a recorded version instead of its rowid (an opaque
+        handle, progress_views.handles): rowids are numbered in path order, so they rank
+        the students."""
+        known = self.memo("handles", dict)
+        if rowid not in known:
+            known[rowid] = handles.encode(self.handle_key(), int(rowid))
+        return known[rowid]
+
+    def rowid(self, handle):
+        """The rowid a handle from the browser stands for; None for anything forged."""
+        return handles.decode(self.handle_key(), handle)
+
+    def handle_key(self):
+        """The deployment's key (ACCESS_DB's, the same in every worker)."""
+        return self.gate.attempts.key().encode()
 
     def version_filename(self, rowid):
         """The file name of one recorded version (any file), or None when it is gone."""

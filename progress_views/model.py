@@ -433,19 +433,22 @@ def heatmap(history, moment, students):
     return cells
 
 
-def sort_students(history, moment, students, criteria, team_of):
-    """Rows order: progress (most answered first), errors (most first), name, team."""
+def sort_students(history, moment, students, criteria, team_of, rank=None):
+    """Rows order: progress (most answered first), errors (most first), name, team; ties
+    and `name` by `rank(uid)` (default: the uid; Data.student_order without the names
+    password)."""
+    rank = rank or (lambda uid: uid)
     cells = dict(zip(students, heatmap(history, moment, students)))
 
     def count(uid, kind):
         return sum(1 for c in cells[uid] if c == kind)
 
     keys = {
-        "progress": lambda uid: (-count(uid, "answered"), uid),
-        "errors": lambda uid: (-count(uid, "error"), uid),
-        "team": lambda uid: (team_of(uid), uid),
+        "progress": lambda uid: (-count(uid, "answered"), rank(uid)),
+        "errors": lambda uid: (-count(uid, "error"), rank(uid)),
+        "team": lambda uid: (team_of(uid), rank(uid)),
     }
-    return sorted(students, key=keys.get(criteria, lambda uid: uid))
+    return sorted(students, key=keys.get(criteria, rank))
 
 
 # ---------------------------------------------------------------------------- progress over time

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from progress_views.widgets import PageIds
+from progress_views.widgets import PageIds, finite_number
 
 LIVE = "live"
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -89,8 +89,10 @@ def resolve(value, now):
 
 
 def from_slider(position, end):
-    """The store's value for a slider position: LIVE at the right end."""
-    if isinstance(position, bool) or not isinstance(position, (int, float)):
+    """The store's value for a slider position: LIVE at the right end (and for anything
+    that is not a number of seconds a clock can show)."""
+    position = finite_number(position)
+    if position is None:
         return LIVE
     return LIVE if position >= end else stamp_of(position)
 

@@ -133,6 +133,10 @@ class Shown:
     def labels(self, uids):
         return self.data.student_labels(uids, self.names)
 
+    def rank(self):
+        """The students' sort key (pseudonym order without the names password)."""
+        return self.data.student_order(self.names)
+
     def class_at(self, minutes):
         return self.data.class_at(self.moment, minutes, self.allowed)
 
@@ -171,8 +175,9 @@ def assignment_shown(assignment, shared):
     return OWN_NOTEBOOK
 
 
-def table_rows(rows, labels, shared):
-    """stuck_table's rows from class_at rows (the rowid stays for a click, never a uid)."""
+def table_rows(rows, labels, shared, handle):
+    """stuck_table's rows from class_at rows (a version's handle for a click, never a
+    uid)."""
     return [
         {
             "student": labels[r["student"]],
@@ -181,7 +186,7 @@ def table_rows(rows, labels, shared):
             "kind": r["kind"],
             "since": clock(r["since"]),
             "minutes": r["minutes"],
-            "rowid": r["rowid"],
+            "rowid": handle(r["rowid"]),
             "open": r["assignment"] if r["assignment"] in shared else "",
         }
         for r in rows
@@ -209,23 +214,24 @@ def column_label(problem, counts):
     return f"{plotly_text(problem)}<br>{counts['answered']} ans {counts['error']} err"
 
 
-def order_students(history, moment, students, sort, team_of, stuck_rows):
+def order_students(history, moment, students, sort, team_of, stuck_rows, rank):
     """Row order: `stuck` puts the students stuck on this assignment first, longest stuck
-    first, then the others by progress; else model.sort_students."""
+    first, then the others by progress; else model.sort_students (ties by `rank`)."""
     if sort != "stuck":
-        return model.sort_students(history, moment, students, sort, team_of)
+        return model.sort_students(history, moment, students, sort, team_of, rank)
     since = {}
     for row in stuck_rows:
         if row["kind"] == "stuck" and row["assignment"] == history.assignment:
             since[row["student"]] = min(since.get(row["student"], row["since"]), row["since"])
-    rest = model.sort_students(history, moment, students, "progress", team_of)
-    return sorted((u for u in students if u in since), key=lambda u: (since[u], u)) + [
+    rest = model.sort_students(history, moment, students, "progress", team_of, rank)
+    return sorted((u for u in students if u in since), key=lambda u: (since[u], rank(u))) + [
         u for u in rest if u not in since
     ]
 
 
-def heatmap_figure(history, moment, students, labels):
-    """Rows = students, columns = problems, coloured by state at `moment`."""
+def heatmap_figure(history, moment, students, labels, handle):
+    """Rows = students, columns = problems, coloured by state at `moment`; each cell's
+    customdata the `handle(rowid)` of the version shown ('' for none)."""
     states = model.CLASSES
     cells = model.heatmap(history, moment, students)
     codes = [[states.index(c) for c in row] for row in cells]
@@ -238,7 +244,7 @@ def heatmap_figure(history, moment, students, labels):
         ]
         for uid, row, v in zip(students, cells, versions)
     ]
-    custom = [[v.rowid if v else -1 for _ in history.problems] for v in versions]
+    custom = [[handle(v.rowid) if v else "" for _ in history.problems] for v in versions]
     colorscale = [
         [edge, model.CLASS_COLORS[name]]
         for code, name in enumerate(states)
@@ -393,7 +399,7 @@ def first_screen(data, controls, now=None):
     except data.errors as error:
         return "", "", [], str(error)
     labels = shown.labels({r["student"] for r in at.rows})
-    rows = table_rows(at.rows, labels, shared)
+    rows = table_rows(in_order(at.rows, shown.rank()), labels, shared, data.handle)
     note = data.people().problem
     return (
         status_text(at, shown.moment, minutes),
@@ -401,6 +407,12 @@ def first_screen(data, controls, now=None):
         rows,
         note,
     )
+
+
+def in_order(rows, rank):
+    """class_at's rows with equal `since` by `rank` of the student (class_at has them
+    by uid), each student's own rows in class_at's order."""
+    return sorted(rows, key=lambda r: (r["since"], rank(r["student"])))
 
 
 def assignment_options(data, names):
@@ -440,11 +452,13 @@ def heatmap_view(data, controls, now=None):
         text_shown = f"no one has saved {controls.assignment} by {clock(shown.moment)}"
         return empty_figure(text_shown), empty_figure(), text_shown
     team_of = data.team_of(shown.names)
-    ordered = order_students(history, shown.moment, started, controls.sort, team_of, stuck)
+    ordered = order_students(
+        history, shown.moment, started, controls.sort, team_of, stuck, shown.rank()
+    )
     labels = shown.labels(ordered)
     start = history.first_time()
     return (
-        heatmap_figure(history, shown.moment, ordered, labels),
+        heatmap_figure(history, shown.moment, ordered, labels, data.handle),
         progress_figure(history, start, shown.moment, started),
         "",
     )
@@ -456,7 +470,7 @@ def heatmap_download(data, controls, now=None):
         return None
     history = data.history(controls.assignment)
     students = [u for u in shown.students(history.students) if history.state_at(u, shown.moment)]
-    ordered = model.sort_students(history, shown.moment, students, "name", str)
+    ordered = model.sort_students(history, shown.moment, students, "name", str, shown.rank())
     frame = heatmap_frame(history, shown.moment, ordered, shown.labels(ordered))
     name = csv_name("heatmap", shown.moment, controls.assignment)
     return dcc.send_data_frame(frame.to_csv, name, index=False)
@@ -466,7 +480,9 @@ def stuck_download(data, controls, now=None):
     shown = Shown(data, controls, now)
     at = shown.class_at(controls.window())
     labels = shown.labels({r["student"] for r in at.rows})
-    rows = table_rows(at.rows, labels, shown.shared_assignments())
+    rows = table_rows(
+        in_order(at.rows, shown.rank()), labels, shown.shared_assignments(), data.handle
+    )
     frame = table_frame(rows, shown.moment)
     return dcc.send_data_frame(frame.to_csv, csv_name("stuck", shown.moment), index=False)
 
@@ -494,7 +510,7 @@ def selection(data, assignment, rowid, problem, click):
     anchor = notebook.problem_anchor(problem) if problem else None
     return {
         "assignment": assignment,
-        "rowid": version.rowid,
+        "rowid": data.handle(version.rowid),
         "problem": problem,
         "anchor": anchor,
         "click": click,
@@ -507,8 +523,8 @@ def row_selection(data, table, active_cell, click):
     rows = table if isinstance(table, list) else []
     number = index(active_cell.get("row") if isinstance(active_cell, dict) else None, len(rows))
     row = rows[number] if number is not None and isinstance(rows[number], dict) else {}
-    assignment, rowid = optional_text(row.get("open")), row.get("rowid")
-    if not assignment or isinstance(rowid, bool) or not isinstance(rowid, int):
+    assignment, rowid = optional_text(row.get("open")), data.rowid(row.get("rowid"))
+    if not assignment or rowid is None:
         return None
     return selection(data, assignment, rowid, optional_text(row.get("problem")), click)
 
@@ -516,22 +532,22 @@ def row_selection(data, table, active_cell, click):
 def cell_selection(data, assignment, click, click_id):
     """selection() for a click on a heatmap cell."""
     cell = clicked_cell(click)
-    if cell is None or not isinstance(assignment, str):
+    if cell is None or not isinstance(assignment, str) or data.rowid(cell[0]) is None:
         return None
     try:
         problems = data.history(assignment).problems
     except (KeyError, *data.errors):
         return None
     problem = problems[cell[1]] if 0 <= cell[1] < len(problems) else None
-    return selection(data, assignment, cell[0], problem, click_id)
+    return selection(data, assignment, data.rowid(cell[0]), problem, click_id)
 
 
 def clicked_cell(click):
-    """(rowid, problem index) of a heatmap click (the x values are problem indexes), or
-    None."""
+    """(version handle, problem index) of a heatmap click (the x values are problem
+    indexes), or None."""
     try:
         point = click["points"][0]
-        return int(point["customdata"]), int(point["x"])
+        return point["customdata"], int(point["x"])
     except (TypeError, KeyError, IndexError, ValueError, OverflowError):
         return None
 

@@ -95,59 +95,72 @@ def current_history(data, assignment, student):
     return history if index(student, len(history.students)) is not None else None
 
 
+def students_of(data, history):
+    """The assignment's students in pseudonym order: the student dropdown's values are
+    places in it (not uids, and not places in uid order, which would rank the uids)."""
+    return sorted(history.students, key=data.student_order(False))
+
+
 def student_options(data, history, names, allowed):
-    """The dropdown's options: the students the page's filter keeps (values are row
-    numbers, not uids: the uid never reaches the browser unasked)."""
-    labels = data.student_labels(history.students, names)
+    """The dropdown's options: the students the page's filter keeps, in the page's
+    order (Data.student_order), each one's value its place in students_of()."""
+    students = students_of(data, history)
+    labels = data.student_labels(students, names)
+    rank = data.student_order(names)
+    places = sorted(range(len(students)), key=lambda n: rank(students[n]))
     return [
-        {"label": labels[uid], "value": n}
-        for n, uid in enumerate(history.students)
-        if allowed is None or uid in allowed
+        {"label": labels[students[n]], "value": n}
+        for n in places
+        if allowed is None or students[n] in allowed
     ]
 
 
-def selected_rowid(selected):
-    """The rowid in the selected_version store, or None (whatever the browser sent)."""
-    rowid = selected.get("rowid") if isinstance(selected, dict) else None
-    return rowid if isinstance(rowid, int) and not isinstance(rowid, bool) else None
+def selected_rowid(data, selected):
+    """The rowid of the handle in the selected_version store, or None (whatever the
+    browser sent)."""
+    return data.rowid(selected.get("rowid") if isinstance(selected, dict) else None)
 
 
-def chosen_student(history, options, selected, current):
-    """The student row to show: the one whose version was clicked, else the current one
-    when the filter still keeps it, else None."""
+def chosen_student(data, history, options, selected, current):
+    """The student's place to show: the one whose version was clicked, else the current
+    one when the filter still keeps it, else None."""
     kept = {o["value"] for o in options}
-    rowid = selected_rowid(selected)
-    for n, uid in enumerate(history.students):
+    rowid = selected_rowid(data, selected)
+    for n, uid in enumerate(students_of(data, history)):
         if n in kept and any(v.rowid == rowid for v in history.versions[uid]):
             return n
-    return current if current in kept else None
+    place = index(current, len(history.students))
+    return place if place in kept else None
 
 
-def version_options(history, student, selected, moment):
-    """(options, value): newest first; the clicked version, else the state at M."""
-    versions = history.versions[history.students[student]]
+def version_options(data, history, student, selected, moment):
+    """(options, value): newest first, each version's value its handle; the clicked
+    version, else the state at M."""
+    uid = students_of(data, history)[student]
+    versions = history.versions[uid]
     options = [
-        {"label": version_label(v, history.problems), "value": v.rowid} for v in reversed(versions)
+        {"label": version_label(v, history.problems), "value": data.handle(v.rowid)}
+        for v in reversed(versions)
     ]
-    rowid = selected_rowid(selected)
-    if rowid in {v.rowid for v in versions}:
-        return options, rowid
-    at_moment = history.state_at(history.students[student], moment)
-    return options, (at_moment or versions[0]).rowid
+    rowid = selected_rowid(data, selected)
+    if rowid not in {v.rowid for v in versions}:
+        rowid = (history.state_at(uid, moment) or versions[0]).rowid
+    return options, data.handle(rowid)
 
 
-def shown_version(data, rowid, student, assignment, password):
-    """The version view's content."""
+def shown_version(data, handle, student, assignment, password):
+    """The version view's content, for a version's handle."""
     history = current_history(data, assignment, student)
-    if history is None or isinstance(rowid, bool) or not isinstance(rowid, int):
+    rowid = data.rowid(handle)
+    if history is None or rowid is None:
         return ""
     if not data.names_shown(password):
         return html.Div(HIDDEN, style={"fontStyle": "italic"})
-    uid = history.students[student]
+    uid = students_of(data, history)[student]
     filename = next((v.filename for v in history.versions[uid] if v.rowid == rowid), None)
     url = data.file_url(filename) if filename else None
     shown = render_version(data.settings["SYNC_DEST"], history, uid, rowid, url)
-    return html.Div(shown, **{"data-rowid": str(rowid)})  # the scroll script looks for it
+    return html.Div(shown, **{"data-rowid": handle})  # the scroll script looks for it
 
 
 def register(app, data):
@@ -168,7 +181,7 @@ def register(app, data):
         names = data.names_shown(text(password))
         allowed = data.allowed_uids(optional_text(column), optional_text(value), names)
         options = student_options(data, history, names, allowed)
-        return options, chosen_student(history, options, selected, current)
+        return options, chosen_student(data, history, options, selected, current)
 
     @app.callback(
         Output(Ids.select, "options"),
@@ -183,7 +196,7 @@ def register(app, data):
         if history is None:
             return [], None
         at = moments.resolve(moment, moments.now_seconds())
-        return version_options(history, student, selected, at)
+        return version_options(data, history, student, selected, at)
 
     @app.callback(
         Output(Ids.view, "children"),
@@ -192,8 +205,8 @@ def register(app, data):
         State(ProblemIds.assignment, "value"),
         State(PageIds.password, "value"),
     )
-    def show_version(rowid, student, assignment, password):
-        return shown_version(data, rowid, student, assignment, text(password))
+    def show_version(handle, student, assignment, password):
+        return shown_version(data, handle, student, assignment, text(password))
 
     # Once the clicked version is on the page (its wrapper's data-rowid), bring it into
     # view at the clicked problem; each click once (window.versionScrolled), so that a

@@ -21,6 +21,13 @@ class PageIds:
 
 
 ERROR_STYLE = {"color": "#a00", "whiteSpace": "pre-wrap"}
+PASSWORD_LOCKED = "too many wrong passwords: wait a few minutes, then try again"
+
+
+def password_refused(data):
+    """Why a typed names password shows no names: wrong, or refused for now after too
+    many wrong ones (then even the right one is refused)."""
+    return PASSWORD_LOCKED if data.names_locked_out() else "wrong password"
 
 
 def labelled(text, component):
@@ -92,6 +99,13 @@ def whole_number(value, name, default, minimum=1, maximum=10**6):
     if not minimum <= number <= maximum:
         raise ValueError(f"{name} must be between {minimum} and {maximum}, not {int(number)}")
     return int(number)
+
+
+def finite_number(value, bound=10**12):
+    """A number the browser sent (int or float, finite, within +-bound), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) and -bound <= value <= bound else None
 
 
 def index(value, size):

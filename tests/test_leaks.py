@@ -147,6 +147,9 @@ FORGED = [
     True,
     "(a+)+b",
     "wrong password",
+    -(2**64),
+    float("nan"),
+    [1],
 ]
 
 

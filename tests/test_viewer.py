@@ -21,7 +21,7 @@ from plotly.io.json import to_json_plotly
 import progress_viewer as pv
 from progress_views import access, activity, model, moment, problems, version, widgets
 from progress_views import notebook as nbview
-from progress_views.data import CACHE_ENTRIES, CatalogCache, Data, version_url
+from progress_views.data import CACHE_ENTRIES, OWN_FILE, CatalogCache, Data, version_url
 
 NOW = datetime(2021, 3, 15, 12, 0, 0)
 
@@ -288,7 +288,8 @@ def seed_view(tmp_path, **chosen):
         **chosen,
     }
     mask = activity.source_mask(data, args.pop("patterns"), True)
-    view = activity.select_view(catalog, mask, team_of=data.team_of(True), **args)
+    order = data.student_order(True)
+    view = activity.select_view(catalog, mask, team_of=data.team_of(True), rank=order, **args)
     return catalog, view
 
 
@@ -334,7 +335,7 @@ def test_filters_regexp_window_latest_and_max(tmp_path):
 
 def test_figure_has_one_row_per_file_and_colored_markers(tmp_path):
     catalog, view = seed_view(tmp_path, criteria="user")
-    figure = activity.make_figure(catalog, view, ["A", "B", "C"])
+    figure = activity.make_figure(catalog, view, ["A", "B", "C"], str)
     assert figure_labels(figure) == ["A", "B", "C"]
     markers = {
         (trace["marker"]["color"], int(y), float(size))
@@ -404,12 +405,13 @@ def test_without_users_csv_labels_are_pseudonyms_never_student_paths(tmp_path):
     labelled `home/s1/notebooks/...`."""
     data = seed_data(tmp_path, "uid,notebooks\na,h/a/nb\n")
     labels = [data.source_label(s, o, False) for s, o in zip(*seed_sources(data))]
-    assert labels == ["x.ipynb student 1", "x.ipynb student 2", "y.ipynb student 2"]
+    own = f"{OWN_FILE} student 2"  # y.ipynb: only student 2 has it (issue 8 review F2)
+    assert labels == ["x.ipynb student 1", "x.ipynb student 2", own]
     os.remove(tmp_path / "users.csv")
     data = seed_data(tmp_path, "")
     os.remove(tmp_path / "users.csv")
     figure, _, message = activity.graph(data, filters(criteria="user"))
-    assert figure_labels(figure) == ["x.ipynb student 1", "x.ipynb student 2", "y.ipynb student 2"]
+    assert figure_labels(figure) == ["x.ipynb student 1", "x.ipynb student 2", own]
     assert "h/" not in sent(figure) and "users file" in message
 
 
@@ -563,10 +565,11 @@ def test_click_link_needs_the_password_and_is_encoded(course):
     data = data_for(settings_for(course, URL_TEMPLATE="http://hub/n/{filename}?x=1"))
     with pv_request():
         figure, _, _ = activity.graph(data, filters(password="s3cret", criteria="user"))
-        point = {"points": [{"customdata": int(figure["data"][0]["customdata"][0])}]}
+        point = {"points": [{"customdata": figure["data"][0]["customdata"][0]}]}
         assert "password" in activity.link(data, point, None)
         link = activity.link(data, point, "s3cret")
-        assert activity.link(data, {"points": [{"customdata": 10**30}]}, "s3cret") == ""
+        for forged in (10**30, 7, "7", [point["points"][0]["customdata"]]):
+            assert activity.link(data, {"points": [{"customdata": forged}]}, "s3cret") == ""
     assert link.href.startswith("http://hub/n/class/u0") and link.href.endswith(".ipynb?x=1")
 
 
@@ -656,7 +659,7 @@ def test_stuck_rows_name_no_private_notebook():
     ]
     rows = [{**r, "since": 0, "minutes": 1, "rowid": 1} for r in rows]
     labels = {"a": "student 1", "b": "student 2", "c": "student 3"}
-    shown = problems.table_rows(rows, labels, {"pl01.ipynb"})
+    shown = problems.table_rows(rows, labels, {"pl01.ipynb"}, str)
     assert [(r["assignment"], r["problem"], r["open"]) for r in shown] == [
         ("pl01.ipynb", "p1", "pl01.ipynb"),
         (problems.OWN_NOTEBOOK, "", ""),
@@ -731,7 +734,7 @@ def test_version_view_needs_the_password_and_follows_the_team_filter(course):
     Found 4: its student list ignored the team filter."""
     data = data_for(settings_for(course, PUBLIC_ATTRS=["team"]))
     history = data.history("pl01/pl01.ipynb")
-    rowid = history.versions["u001"][-1].rowid
+    rowid = data.handle(history.versions["u001"][-1].rowid)
     with pv_request():
         hidden = version.shown_version(data, rowid, 0, "pl01/pl01.ipynb", "")
         shown_text = sent(version.shown_version(data, rowid, 0, "pl01/pl01.ipynb", "s3cret"))
@@ -749,25 +752,31 @@ def test_a_click_selects_the_version_and_the_same_row_again_works(course):
     with pv_request():
         rows = problems.first_screen(data, controls())[2]
     row = next(r for r in rows if r["kind"] == "stuck")
-    first = problems.selection(data, row["open"], row["rowid"], row["problem"], 1)
-    again = problems.selection(data, row["open"], row["rowid"], row["problem"], 2)
+    rowid = data.rowid(row["rowid"])
+    first = problems.selection(data, row["open"], rowid, row["problem"], 1)
+    again = problems.selection(data, row["open"], rowid, row["problem"], 2)
     assert first["rowid"] == again["rowid"] and first != again
     assert first["problem"] == row["problem"] and first["assignment"] == row["assignment"]
     assert first["anchor"] == nbview.problem_anchor(row["problem"])
-    assert problems.selection(data, "no/such.ipynb", row["rowid"], None, 3) is None
+    assert problems.selection(data, "no/such.ipynb", rowid, None, 3) is None
     history = data.history("pl01/pl01.ipynb")
     uid = history.students[0]
     other = data.history("pl02/pl02.ipynb").versions[uid][-1]  # another file of theirs
     picked = problems.selection(data, "pl01/pl01.ipynb", other.rowid, None, 6)
-    assert picked["rowid"] == history.state_at(uid, other.t).rowid
+    assert data.rowid(picked["rowid"]) == history.state_at(uid, other.t).rowid
     table = [{**row, "problem": ["x"]}, {**row, "rowid": "1"}, "x"]
     clicked = problems.row_selection(data, table, {"row": 0}, 4)
     assert clicked["rowid"] == row["rowid"] and clicked["problem"] is None
     for forged in ({"row": 1}, {"row": 2}, {"row": 3}, {"row": "0"}, [0], None):
         assert problems.row_selection(data, table, forged, 5) is None
-    assert version.selected_rowid({"rowid": [1]}) is None
-    assert problems.clicked_cell({"points": [{"customdata": "x", "x": 1}]}) is None
-    assert problems.clicked_cell({"points": [{"customdata": 7, "x": 2}]}) == (7, 2)
+    assert version.selected_rowid(data, {"rowid": [1]}) is None
+    assert version.selected_rowid(data, {"rowid": other.rowid}) is None
+    assert problems.clicked_cell({"points": [{"customdata": "x", "x": "a"}]}) is None
+    assert problems.clicked_cell({"points": [{"customdata": "7", "x": 2}]}) == ("7", 2)
+    assert (
+        problems.cell_selection(data, "pl01/pl01.ipynb", {"points": [{"customdata": 7, "x": 0}]}, 7)
+        is None
+    )
 
 
 def pv_request():
