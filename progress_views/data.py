@@ -21,6 +21,7 @@ Every cache is bounded (LRU) and dropped when the database or users.csv changes.
 database is read only here, in callbacks, never at import: the sync loop keeps writing it.
 """
 
+import ctypes
 import json
 import os
 import sqlite3
@@ -28,7 +29,7 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -168,9 +169,13 @@ def rows_query(columns, where):
     joined = " LEFT JOIN version_details d ON d.filename = s.filename" if columns else ""
     counts = ", ".join("s." + c for c in make_database.COUNT_COLUMNS)
     return (
-        f"SELECT s.rowid, s.filename LIKE '%.ipynb', {source}, s.t, s.owner, {epoch}, {counts}"  # noqa: S608
-        f" FROM summary s{joined} WHERE {where}"
+        f"SELECT s.rowid, s.filename LIKE '%.ipynb', {source}, {SECONDS}, s.owner, {epoch},"  # noqa: S608
+        f" {counts} FROM summary s{joined} WHERE {where}"
     )
+
+
+# t as seconds (of local time, as numpy reads the text), NOT_A_TIME when it is no time
+SECONDS = f"coalesce(CAST(strftime('%s', s.t) AS INTEGER), {model.NOT_A_TIME})"
 
 
 ALL_ROWS = "1"
@@ -199,31 +204,81 @@ def read_mark(conn, inode):
 
 
 @dataclass
+class Numbering:
+    """The numbers the catalog gives sources and owners, kept from read to read."""
+
+    index: dict = field(default_factory=dict)  # source name -> number
+    sources: list = field(default_factory=list)
+    source_owner: list = field(default_factory=list)  # uid of each source
+    number: dict = field(default_factory=dict)  # uid -> number
+    owners: list = field(default_factory=list)
+
+    def copy(self):
+        return Numbering(
+            dict(self.index),
+            list(self.sources),
+            list(self.source_owner),
+            dict(self.number),
+            list(self.owners),
+        )
+
+    def source_numbers(self, notebook, names, owners):
+        """The number of each row's source (-1 for a file that is not a notebook); a new
+        source's owner is the owner of its first row read."""
+        numbers = []
+        for is_notebook, name, owner in zip(notebook, names, owners):
+            if not is_notebook:
+                numbers.append(-1)
+                continue
+            found = self.index.get(name)
+            if found is None:
+                found = self.index[name] = len(self.sources)
+                self.sources.append(name)
+                self.source_owner.append(owner)
+            numbers.append(found)
+        return np.array(numbers, dtype=np.int32)
+
+    def owner_numbers(self, owners):
+        numbers = []
+        for owner in owners:
+            found = self.number.get(owner)
+            if found is None:
+                found = self.number[owner] = len(self.owners)
+                self.owners.append(owner)
+            numbers.append(found)
+        return np.array(numbers, dtype=np.int32)
+
+
+@dataclass
 class Rows:
-    """Summary rows as arrays (any file), in the order read."""
+    """Summary rows as arrays (any file), in the order read: a million of them as Python
+    objects would take ~1 GB while read."""
 
     rowid: np.ndarray  # int64
-    notebook: np.ndarray  # bool
-    source: list  # the file each one is a version of
+    src: np.ndarray  # int32: the source's number, -1 for a file that is not a notebook
     t: np.ndarray  # datetime64[s], local time
-    owner: list
+    owner: np.ndarray  # int32: the owner's number
     epoch: np.ndarray  # float64, NaN when version_details does not say
     counts: np.ndarray  # (n, 5) float32 in COUNT_COLUMNS order, NaN for unknown
 
+    @property
+    def notebook(self):
+        return self.src >= 0
 
-def read_rows(conn, columns, where, params=()):
-    """Rows of the summary rows `where` selects."""
+
+def read_rows(conn, columns, where, numbering, params=()):
+    """Rows of the summary rows `where` selects, numbered by `numbering` (which learns
+    the new sources and owners)."""
     parts = []
     cursor = conn.execute(rows_query(columns, where), (*SOURCE_PARAMS, *params))
-    while chunk := cursor.fetchmany(65536):
-        rowid, notebook, source, t, owner, epoch, *counts = zip(*chunk)
+    while chunk := cursor.fetchmany(16384):
+        rowid, notebook, source, seconds, owner, epoch, *counts = zip(*chunk)
         parts.append(
             Rows(
                 np.array(rowid, dtype=np.int64),
-                np.array(notebook, dtype=bool),
-                list(source),
-                parse_times(t),
-                list(owner),
+                numbering.source_numbers(notebook, source, owner),
+                np.array(seconds, dtype=np.int64).view("datetime64[s]"),
+                numbering.owner_numbers(owner),
                 np.array(epoch, dtype=np.float64),
                 np.array(counts, dtype=np.float32).T.reshape(len(chunk), -1),
             )
@@ -237,36 +292,13 @@ def joined_rows(parts):
         n_counts = len(make_database.COUNT_COLUMNS)
         return Rows(
             empty.astype(np.int64),
-            empty.astype(bool),
-            [],
+            empty.astype(np.int32),
             empty.astype("datetime64[s]"),
-            [],
+            empty.astype(np.int32),
             empty,
             np.empty((0, n_counts), np.float32),
         )
-    return Rows(
-        np.concatenate([p.rowid for p in parts]),
-        np.concatenate([p.notebook for p in parts]),
-        [s for p in parts for s in p.source],
-        np.concatenate([p.t for p in parts]),
-        [o for p in parts for o in p.owner],
-        np.concatenate([p.epoch for p in parts]),
-        np.concatenate([p.counts for p in parts]),
-    )
-
-
-def parse_times(values):
-    """`2021-10-17T18:26:14` strings to datetime64[s]; anything else becomes NaT."""
-    out = np.empty(len(values), dtype="datetime64[s]")
-    try:
-        out[:] = np.array(values, dtype="datetime64[s]")
-    except (ValueError, TypeError):
-        for i, value in enumerate(values):
-            try:
-                out[i] = np.datetime64(value, "s")
-            except (ValueError, TypeError):
-                out[i] = np.datetime64("NaT")
-    return out
+    return Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Rows)))
 
 
 def save_order(t, epoch):
@@ -305,7 +337,7 @@ class Catalog:
     rowid: np.ndarray  # int64
     counts: np.ndarray  # (n, 5) float32 in COUNT_COLUMNS order, NaN for unreadable
     order: np.ndarray  # int64: save_order
-    index: dict  # source name -> index
+    numbering: Numbering  # of sources (sources, source_owner are its lists) and owners
     mark: Mark
     saved: "Saved"  # every file's saves (model.Saves' arrays)
     lineage: int = 0  # the same for catalogs read incrementally from one full read
@@ -322,151 +354,119 @@ class Catalog:
 class Saved:
     """Every save of a known owner (any file, readable time): per uid, the times and
     rowids sorted by (t, rowid) as model.Saves takes them; and every rowid, sorted, with
-    its owner, to find whose a replaced rowid was."""
+    its owner's number, to find whose a replaced rowid was."""
 
     times: dict  # uid -> int64 seconds
     rowids: dict  # uid -> int64
     by_rowid: np.ndarray  # int64, sorted
-    owner_of: np.ndarray  # int32: index into owners, of each of by_rowid
-    owners: list  # uids
-    number: dict  # uid -> index into owners
+    owner_of: np.ndarray  # int32: the owner's number (Numbering) of each of by_rowid
 
 
-def saved_rows(rows, number, owners):
-    """(rowid, owner index, t seconds) of the rows that are saves, numbering new owners."""
-    kept = np.flatnonzero(~np.isnat(rows.t))
-    kept = [i for i in kept.tolist() if rows.owner[i] != make_database.UNKNOWN_OWNER]
-    codes = np.empty(len(kept), dtype=np.int32)
-    for n, i in enumerate(kept):
-        uid = rows.owner[i]
-        if uid not in number:
-            number[uid] = len(owners)
-            owners.append(uid)
-        codes[n] = number[uid]
-    return rows.rowid[kept], codes, rows.t[kept].astype(np.int64)
+def saves_among(rows, numbering):
+    """(rowid, owner number, t seconds) of the rows that are saves: a readable time and
+    an owner users.csv knows."""
+    unknown = numbering.number.get(make_database.UNKNOWN_OWNER, -1)
+    kept = ~np.isnat(rows.t) & (rows.owner != unknown)
+    return rows.rowid[kept], rows.owner[kept], rows.t[kept].astype(np.int64)
 
 
-def per_owner(owners, codes, rowid, t, wanted=None):
-    """{uid: (times, rowids)} sorted by (t, rowid), for the owner indexes `wanted` (all)."""
-    order = np.lexsort((rowid, t, codes))
-    codes, rowid, t = codes[order], rowid[order], t[order]
-    numbers = np.unique(codes) if wanted is None else np.asarray(sorted(wanted))
-    starts = np.searchsorted(codes, numbers, "left").tolist()
-    ends = np.searchsorted(codes, numbers, "right").tolist()
-    return {owners[n]: (t[s:e], rowid[s:e]) for n, s, e in zip(numbers.tolist(), starts, ends)}
+def full_saved(rows, numbering):
+    rowid, owner, t = saves_among(rows, numbering)
+    order = np.lexsort((rowid, t, owner))
+    grouped_owner, grouped_rowid, grouped_t = owner[order], rowid[order], t[order]
+    numbers = np.unique(grouped_owner)
+    starts = np.searchsorted(grouped_owner, numbers, "left").tolist()
+    ends = np.searchsorted(grouped_owner, numbers, "right").tolist()
+    times, rowids = {}, {}
+    for n, start, end in zip(numbers.tolist(), starts, ends):
+        uid = numbering.owners[n]
+        times[uid], rowids[uid] = grouped_t[start:end], grouped_rowid[start:end]
+    by_rowid = np.argsort(rowid, kind="stable")
+    return Saved(times, rowids, rowid[by_rowid], owner[by_rowid])
 
 
-def full_saved(rows):
-    owners, number = [], {}
-    rowid, codes, t = saved_rows(rows, number, owners)
-    grouped = per_owner(owners, codes, rowid, t)
-    order = np.argsort(rowid, kind="stable")
-    return Saved(
-        {uid: times for uid, (times, _) in grouped.items()},
-        {uid: rowids for uid, (_, rowids) in grouped.items()},
-        rowid[order],
-        codes[order],
-        owners,
-        number,
-    )
-
-
-def updated_saved(saved, rows, removed):
+def updated_saved(saved, rows, removed, numbering):
     """Saved after the rows `removed` went and `rows` came; only the students concerned
-    are sorted again."""
-    owners, number = list(saved.owners), dict(saved.number)
+    are sorted again, each on their own (one sort of every save took 0.17 s at 1M)."""
     places = np.searchsorted(saved.by_rowid, removed)
     inside = places < len(saved.by_rowid)
     places, wanted = places[inside], removed[inside]
     places = places[saved.by_rowid[places] == wanted]
-    gone_owners = set(saved.owner_of[places].tolist())
+    gone = {}
+    for n, number in zip(saved.owner_of[places].tolist(), saved.by_rowid[places].tolist()):
+        gone.setdefault(n, []).append(number)
     by_rowid, owner_of = np.delete(saved.by_rowid, places), np.delete(saved.owner_of, places)
-    rowid, codes, t = saved_rows(rows, number, owners)
-    by_rowid, owner_of = np.concatenate([by_rowid, rowid]), np.concatenate([owner_of, codes])
+    rowid, owner, t = saves_among(rows, numbering)
+    by_rowid, owner_of = np.concatenate([by_rowid, rowid]), np.concatenate([owner_of, owner])
     if len(rowid) and len(by_rowid) > len(rowid) and rowid.min() <= by_rowid[-len(rowid) - 1]:
         order = np.argsort(by_rowid, kind="stable")
         by_rowid, owner_of = by_rowid[order], owner_of[order]
-    concerned = gone_owners | set(codes.tolist())
+    came = {}
+    for i, n in enumerate(owner.tolist()):
+        came.setdefault(n, []).append(i)
     times, rowids = dict(saved.times), dict(saved.rowids)
-    pieces_rowid, pieces_t, pieces_code = [rowid], [t], [codes]
-    for n in concerned:
-        uid = owners[n]
-        if uid in saved.rowids:
-            old_rowids = saved.rowids[uid]
-            keep = ~np.isin(old_rowids, removed)
-            pieces_rowid.append(old_rowids[keep])
-            pieces_t.append(saved.times[uid][keep])
-            pieces_code.append(np.full(int(keep.sum()), n, dtype=np.int32))
+    empty = np.empty(0, dtype=np.int64)
+    for n in set(gone) | set(came):
+        uid = numbering.owners[n]
+        old_t, old_rowid = saved.times.get(uid, empty), saved.rowids.get(uid, empty)
+        keep = ~np.isin(old_rowid, gone.get(n, []))
+        new = came.get(n, [])
+        owner_t = np.concatenate([old_t[keep], t[new]])
+        owner_rowid = np.concatenate([old_rowid[keep], rowid[new]])
+        order = np.lexsort((owner_rowid, owner_t))
+        times[uid], rowids[uid] = owner_t[order], owner_rowid[order]
+        if not len(order):
             del times[uid], rowids[uid]
-    grouped = per_owner(
-        owners,
-        np.concatenate(pieces_code),
-        np.concatenate(pieces_rowid),
-        np.concatenate(pieces_t),
-        concerned,
-    )
-    for uid, (owner_times, owner_rowids) in grouped.items():
-        if len(owner_rowids):
-            times[uid], rowids[uid] = owner_times, owner_rowids
-    return Saved(times, rowids, by_rowid, owner_of, owners, number)
+    return Saved(times, rowids, by_rowid, owner_of)
 
 
-def numbered_sources(rows, index, sources, owners):
-    """The source index of each notebook row of `rows`, numbering new sources (their owner
-    is the owner of the first row seen)."""
-    kept = np.flatnonzero(rows.notebook).tolist()
-    src = np.empty(len(kept), dtype=np.int32)
-    for n, i in enumerate(kept):
-        name = rows.source[i]
-        number = index.get(name)
-        if number is None:
-            number = index[name] = len(sources)
-            sources.append(name)
-            owners.append(rows.owner[i])
-        src[n] = number
-    return np.asarray(kept, dtype=np.int64), src
-
-
-def full_catalog(rows, key, mark, lineage):
+def full_catalog(rows, numbering, key, mark, lineage):
     """The Catalog of every row read."""
-    index, sources, owners = {}, [], []
-    kept, src = numbered_sources(rows, index, sources, owners)
-    t, rowid = rows.t[kept], rows.rowid[kept]
-    order = save_order(t, rows.epoch[kept])
+    notebooks = rows.notebook
+    src, t, rowid = rows.src[notebooks], rows.t[notebooks], rows.rowid[notebooks]
+    order = save_order(t, rows.epoch[notebooks])
     sort = np.lexsort((rowid, order, src))
     return Catalog(
         key,
-        sources,
-        owners,
+        numbering.sources,
+        numbering.source_owner,
         src[sort],
         t[sort],
         rowid[sort],
-        rows.counts[kept][sort],
+        rows.counts[notebooks][sort],
         order[sort],
-        index,
+        numbering,
         mark,
-        full_saved(rows),
+        full_saved(rows, numbering),
         lineage,
     )
 
 
-def updated_catalog(catalog, rows, removed, key, mark):
+def updated_catalog(catalog, rows, removed, numbering, key, mark):
     """The Catalog after the rows `removed` went and `rows` came, merged into the sorted
     arrays (no sort of the whole)."""
     arrays = (catalog.src, catalog.t, catalog.rowid, catalog.counts, catalog.order)
     if len(removed) and len(catalog.rowid):
         keep = ~np.isin(catalog.rowid, removed, kind="table")
         arrays = tuple(a[keep] for a in arrays)
-    index, sources, owners = dict(catalog.index), list(catalog.sources), list(catalog.source_owner)
-    kept, src = numbered_sources(rows, index, sources, owners)
-    t, rowid, counts = rows.t[kept], rows.rowid[kept], rows.counts[kept]
-    order = save_order(t, rows.epoch[kept])
+    notebooks = rows.notebook
+    src, t, rowid = rows.src[notebooks], rows.t[notebooks], rows.rowid[notebooks]
+    order = save_order(t, rows.epoch[notebooks])
     sort = np.lexsort((rowid, order, src))
-    new = (src[sort], t[sort], rowid[sort], counts[sort], order[sort])
+    new = (src[sort], t[sort], rowid[sort], rows.counts[notebooks][sort], order[sort])
     places = insertion_places(arrays[0], arrays[4], arrays[2], new[0], new[4], new[2])
     merged = [np.insert(old, places, added, axis=0) for old, added in zip(arrays, new)]
-    saved = updated_saved(catalog.saved, rows, removed)
-    return Catalog(key, sources, owners, *merged, index, mark, saved, catalog.lineage)
+    saved = updated_saved(catalog.saved, rows, removed, numbering)
+    return Catalog(
+        key,
+        numbering.sources,
+        numbering.source_owner,
+        *merged,
+        numbering,
+        mark,
+        saved,
+        catalog.lineage,
+    )
 
 
 def insertion_places(src, order, rowid, new_src, new_order, new_rowid):
@@ -509,15 +509,31 @@ def read_catalog(db, key, previous=None, lineage=0):
         conn.execute("BEGIN")  # one snapshot for every query below
         mark = read_mark(conn, key[0][0])
         if not follows(previous, mark):
-            return full_catalog(read_rows(conn, mark.columns, ALL_ROWS), key, mark, lineage)
+            numbering = Numbering()
+            rows = read_rows(conn, mark.columns, ALL_ROWS, numbering)
+            catalog = full_catalog(rows, numbering, key, mark, lineage)
+            del rows
+            release_freed_memory()
+            return catalog
+        numbering = previous.numbering.copy()
         removed = changed_rowids(conn, previous.mark.change)
-        rows = [read_rows(conn, mark.columns, ROWS_AFTER, (previous.mark.rowid,))]
+        rows = [read_rows(conn, mark.columns, ROWS_AFTER, numbering, (previous.mark.rowid,))]
         again = removed[removed <= previous.mark.rowid]  # updated rows still there
         if len(again):
-            rows.append(read_rows(conn, mark.columns, ROWS_NAMED, (json.dumps(again.tolist()),)))
-        return updated_catalog(previous, joined_rows(rows), removed, key, mark)
+            named = (json.dumps(again.tolist()),)
+            rows.append(read_rows(conn, mark.columns, ROWS_NAMED, numbering, named))
+        return updated_catalog(previous, joined_rows(rows), removed, numbering, key, mark)
     finally:
         conn.close()
+
+
+def release_freed_memory():
+    """Give the memory a full read freed back to the system (glibc keeps it otherwise:
+    at 1M rows the worker's RSS stayed 90 MB higher); nothing where there is no glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class CatalogCache:
@@ -701,20 +717,24 @@ class Data:
         if self.earlier.lineage != catalog.lineage:
             self.earlier.clear()
             self.earlier.lineage = catalog.lineage
+        previous = self.earlier.get(assignment)
         conn = self.connect()
         try:
-            return model.read_history(
+            history = model.read_history(
                 conn,
                 assignment,
                 [catalog.source_owner[s] for s in sources],
                 owner,
                 catalog.t[index].astype(np.int64),
                 catalog.rowid[index],
-                self.earlier.get(assignment),
+                previous,
                 self.file_names,
             )
         finally:
             conn.close()
+        if previous is None:  # every version's problems were read
+            release_freed_memory()
+        return history
 
     # -- names
 
