@@ -39,6 +39,7 @@ from progress_views import handles, model
 MASK = "*"
 OWN_FILE = "(a file only this student has)"  # an unshared path, without the password
 CACHE_ENTRIES = 32  # derived results kept per catalog (masks, histories, labels)
+HANDLES_KEPT = 200_000  # version handles remembered (a few MB), then made again
 
 
 class DatabaseMissing(Exception):
@@ -638,6 +639,7 @@ class Data:
         self.catalogs = CatalogCache()
         self.users = PeopleCache()
         self.earlier = Earlier()  # the last History read of each assignment
+        self.handles = {}  # rowid -> handle, for any catalog (the key does not change)
         self.reader = Reader()
         self.file_names = FileNames(self)
 
@@ -879,10 +881,12 @@ class Data:
         """What the browser gets for a recorded version instead of its rowid (an opaque
         handle, progress_views.handles): rowids are numbered in path order, so they rank
         the students."""
-        known = self.memo("handles", dict)
-        if rowid not in known:
-            known[rowid] = handles.encode(self.handle_key(), int(rowid))
-        return known[rowid]
+        known = self.handles.get(rowid)
+        if known is None:
+            if len(self.handles) >= HANDLES_KEPT:
+                self.handles.clear()
+            known = self.handles[rowid] = handles.encode(self.handle_key(), int(rowid))
+        return known
 
     def rowid(self, handle):
         """The rowid a handle from the browser stands for; None for anything forged."""
