@@ -39,7 +39,7 @@ from progress_views import handles, model
 MASK = "*"
 OWN_FILE = "(a file only this student has)"  # an unshared path, without the password
 CACHE_ENTRIES = 32  # derived results kept per catalog (masks, histories, labels)
-HANDLES_KEPT = 200_000  # version handles remembered (a few MB), then made again
+HANDLES_KEPT = 200_000  # version handles remembered (~30 MB), then made again
 
 
 class DatabaseMissing(Exception):
