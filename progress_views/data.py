@@ -447,16 +447,19 @@ def updated_catalog(catalog, rows, removed, numbering, key, mark):
     """The Catalog after the rows `removed` went and `rows` came, merged into the sorted
     arrays (no sort of the whole)."""
     arrays = (catalog.src, catalog.t, catalog.rowid, catalog.counts, catalog.order)
+    gone = np.empty(0, dtype=np.int64)
     if len(removed) and len(catalog.rowid):
-        keep = ~np.isin(catalog.rowid, removed, kind="table")
-        arrays = tuple(a[keep] for a in arrays)
+        gone = np.flatnonzero(np.isin(catalog.rowid, removed, kind="table"))
+    kept = np.delete(np.arange(len(catalog.rowid)), gone)
     notebooks = rows.notebook
     src, t, rowid = rows.src[notebooks], rows.t[notebooks], rows.rowid[notebooks]
     order = save_order(t, rows.epoch[notebooks])
     sort = np.lexsort((rowid, order, src))
     new = (src[sort], t[sort], rowid[sort], rows.counts[notebooks][sort], order[sort])
-    places = insertion_places(arrays[0], arrays[4], arrays[2], new[0], new[4], new[2])
-    merged = [np.insert(old, places, added, axis=0) for old, added in zip(arrays, new)]
+    places = insertion_places(*(arrays[i][kept] for i in (0, 4, 2)), new[0], new[4], new[2])
+    before = np.append(kept, len(catalog.rowid))[places]  # in the arrays as they were
+    cuts = merge_cuts(gone.tolist(), before.tolist())
+    merged = [merged_array(old, added, cuts) for old, added in zip(arrays, new)]
     saved = updated_saved(catalog.saved, rows, removed, numbering)
     return Catalog(
         key,
@@ -468,6 +471,33 @@ def updated_catalog(catalog, rows, removed, numbering, key, mark):
         saved,
         catalog.lineage,
     )
+
+
+def merge_cuts(gone, before):
+    """How to make the merged arrays: [(start, end, added)], the old rows start:end then
+    the new row `added` (None: none), for old rows `gone` dropped and new row i put
+    before old row before[i] (both ascending)."""
+    cuts, start, i, gone = [], 0, 0, set(gone)
+    for position in sorted(gone | set(before)):
+        while i < len(before) and before[i] == position:
+            cuts.append((start, position, i))
+            start, i = position, i + 1
+        if position in gone:
+            cuts.append((start, position, None))
+            start = position + 1
+    cuts.append((start, None, None))
+    return cuts
+
+
+def merged_array(old, added, cuts):
+    """The old array cut and joined with the added rows as merge_cuts says, in one copy
+    (np.delete then np.insert copied 1M rows several times: 0.3 s a commit)."""
+    pieces = []
+    for start, end, new in cuts:
+        pieces.append(old[start:end])
+        if new is not None:
+            pieces.append(added[new : new + 1])
+    return np.concatenate(pieces)
 
 
 def insertion_places(src, order, rowid, new_src, new_order, new_rowid):
@@ -512,10 +542,7 @@ def read_catalog(db, key, previous=None, lineage=0):
         if not follows(previous, mark):
             numbering = Numbering()
             rows = read_rows(conn, mark.columns, ALL_ROWS, numbering)
-            catalog = full_catalog(rows, numbering, key, mark, lineage)
-            del rows
-            release_freed_memory()
-            return catalog
+            return full_catalog(rows, numbering, key, mark, lineage)
         numbering = previous.numbering.copy()
         removed = changed_rowids(conn, previous.mark.change)
         rows = [read_rows(conn, mark.columns, ROWS_AFTER, numbering, (previous.mark.rowid,))]
@@ -552,6 +579,7 @@ class CatalogCache:
                 catalog = read_catalog(db, key, self.current, self.full_reads + 1)
                 self.full_reads = catalog.lineage
                 self.current = catalog
+                release_freed_memory()  # the arrays the previous catalog had
             return self.current
 
 
