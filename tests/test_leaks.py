@@ -23,6 +23,8 @@ from conftest import rows, sync
 from demo_course import markdown_cell
 
 import progress_viewer as pv
+from progress_views import access
+from progress_views.data import Data
 
 TOKEN = "leak-walk-token"
 PASSWORD = "s3cret"
@@ -303,7 +305,10 @@ def course_facts(root):
         r for (r,) in rows(db, "SELECT rowid FROM summary WHERE filename LIKE '%pl01.ipynb'")
     ]
     some = [r for (r,) in rows(db, "SELECT rowid FROM summary ORDER BY rowid LIMIT 5")]
-    return sentinel_rowids + some, ["pl01/pl01.ipynb", "pl02/pl02.ipynb"]
+    settings = settings_for(root, root / "users.csv")
+    data = Data(settings, access.PasswordGate(settings))
+    handles = [data.handle(r) for r in sentinel_rowids]  # what the page sends for versions
+    return handles + some, ["pl01/pl01.ipynb", "pl02/pl02.ipynb"]
 
 
 # ---------------------------------------------------------------------------- tests
