@@ -665,52 +665,18 @@ def parse_notebook(path):
     return parse_notebook_bytes(data)
 
 
-def counted(parse, argument):
-    """parse(argument)'s (counts, problems), or why it has none: whatever goes wrong while
-    one file is read or counted costs that file only."""
-    try:
-        return parse(argument)
-    except NotANotebook as error:
-        return str(error)
-    except Exception as error:  # a shape no predicate foresaw: reported, never fatal
-        return f"{type(error).__name__} while counting ({error})"
-
-
 def parse_each(paths):
-    """For each path, counted parse_notebook: (counts, problems), or why it has none."""
-    return [counted(parse_notebook, path) for path in paths]
-
-
-def copy_key(filename, info):
-    """What identifies the copy `filename` (relative to the destination) whose stat is
-    `info`: a result parsed from it stands for the file found there later only when this
-    is the same (rsync never rewrites a copy in place: a new version is another inode)."""
-    return filename, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
-
-
-def parse_copy(dest, filename):
-    """(copy_key, counted result) of the copy `filename` as it is in `dest` now, read
-    through one open file that stayed the same while it was read; None when it is no
-    regular file, cannot be read, or changed meanwhile. rsync_notebooks.py calls it while
-    rsync is still copying (EarlyParsing); make_database uses a result only for the copy
-    whose copy_key it is."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(os.path.join(dest, filename), flags)
-    except OSError:
-        return None
-    with open(fd, "rb") as stream:
+    """For each path, parse_notebook's (counts, problems), or why it has none: whatever
+    goes wrong while one file is read or counted costs that file only."""
+    results = []
+    for path in paths:
         try:
-            before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode):
-                return None
-            data = stream.read()
-            after = os.fstat(fd)
-        except OSError:
-            return None
-    if copy_key(filename, before) != copy_key(filename, after):
-        return None
-    return copy_key(filename, after), counted(parse_notebook_bytes, data)
+            results.append(parse_notebook(path))
+        except NotANotebook as error:
+            results.append(str(error))
+        except Exception as error:  # a shape no predicate foresaw: reported, never fatal
+            results.append(f"{type(error).__name__} while counting ({error})")
+    return results
 
 
 class Parsing:
@@ -1096,15 +1062,13 @@ class Accounts:
         return self.found[user.line]
 
 
-def build_records(conn, dest, versions, folders, cycle, warn, parsing=None, early=None):
+def build_records(conn, dest, versions, folders, cycle, warn, parsing=None):
     """The Records of the versions to record; a previous version whose row the database
     still holds under the current name is taken from there instead of parsed again, and
-    what `parsing` (a Parsing) has parsed is taken from it, or from `early` ({copy_key:
-    result}, parsed while rsync copied) for the very copy found there. A copy owned by a
-    classmate is removed, not recorded."""
+    what `parsing` (a Parsing) has parsed is taken from it. A copy owned by a classmate
+    is removed, not recorded."""
     known = recorded_versions(conn, [source for name, source in versions if name != source])
     parsed = parsing.results() if parsing else {}
-    early = early or {}
     accounts, records = Accounts(), []
     for filename, source in versions:
         path = os.path.join(dest, filename)
@@ -1119,8 +1083,9 @@ def build_records(conn, dest, versions, folders, cycle, warn, parsing=None, earl
             continue
         owner = user.uid if user else UNKNOWN_OWNER
         previous = known.get(text_name(source)) if filename != source else None
-        result = parsed.get(filename) or early.get(copy_key(filename, info))
-        record = make_record(filename, path, info, owner, cycle, warn, previous, result)
+        record = make_record(
+            filename, path, info, owner, cycle, warn, previous, parsed.get(filename)
+        )
         record = record._replace(source=stated_source(record.filename, text_name(source)))
         # a new version whose graded cells came out as before (an autosave while typing)
         # leaves its problems rows as they are
@@ -1170,20 +1135,8 @@ def oversize_records(conn, sync_log, folders, cycle, taken, warn):
     return records, keys
 
 
-def parsed_already(dest, notebooks, early):
-    """The names among `notebooks` whose copy in `dest` is one `early` holds a result for."""
-    found = set()
-    for filename in notebooks if early else ():
-        info = lstat_or_none(os.path.join(dest, filename))
-        if info is not None and copy_key(filename, info) in early:
-            found.add(filename)
-    return found
-
-
-def apply_log(conn, log, dest, users, warn=None, early=None):
+def apply_log(conn, log, dest, users, warn=None):
     """Apply one sync log: rename backups, then record every version in one transaction.
-    `early`: {copy_key: result} of copies parsed while rsync copied (parse_copy); a copy
-    not there, or no longer the one parsed, is parsed now.
 
     Returns the number of versions recorded.
     """
@@ -1192,15 +1145,13 @@ def apply_log(conn, log, dest, users, warn=None, early=None):
     cycle, folders = cycle_time(sync_log.suffix, log), user_folders(users)
     # the copies' parsing starts at once, the renames and the database reads go on meanwhile
     notebooks = [f for f in sync_log.files if f.endswith(".ipynb") and is_version(f)]
-    done = parsed_already(dest, notebooks, early)
-    notebooks = [f for f in notebooks if f not in done]
     replaced = sum(f not in sync_log.created for f in notebooks) / max(len(notebooks), 1)
     parsing = Parsing(dest, notebooks, replaced=replaced)
     try:
         versions = rename_backups(
             dest, sync_log.files, sync_log.suffix, sync_log.created, warn, bool(sync_log.folder)
         )
-        records = build_records(conn, dest, versions, folders, cycle, warn, parsing, early)
+        records = build_records(conn, dest, versions, folders, cycle, warn, parsing)
     finally:
         parsing.close()
     taken = {record.filename for record in records}
@@ -1304,9 +1255,7 @@ def print_dry_run(log, dest, users):
     return 0
 
 
-def main(argv=None, early=None):
-    """The command line; `early` ({copy_key: result}) is what rsync_notebooks.py, which
-    runs this in a fork of itself, parsed while rsync copied."""
+def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.parse_only:
         return print_parse_only(args.parse_only)
@@ -1323,7 +1272,7 @@ def main(argv=None, early=None):
         previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOP_SIGNALS}
         conn = connect(args.db)
         try:
-            recorded = apply_log(conn, args.log, args.dest, users, early=early)
+            recorded = apply_log(conn, args.log, args.dest, users)
         finally:
             conn.close()
             restrict_to_instructor(args.db)

@@ -11,7 +11,7 @@ Each cycle:
    `<dest>/.long_name_versions/T/` until make_database.py moves them beside them under a
    shortened name;
 3. runs make_database.py (the one beside this script) on that log to record every new
-   version in the SQLite database, handing it the notebooks parsed while rsync copied;
+   version in the SQLite database;
 4. prints one line (copied, recorded, warnings, time taken) and sleeps
    max(--min-sleep, time taken / --overhead) seconds.
 A cycle whose log cannot be written (a full disk) copies nothing and says so; after a
@@ -40,10 +40,8 @@ users.csv (then nothing is created).
 
 import argparse
 import concurrent.futures
-import contextlib
 import errno
 import fcntl
-import functools
 import glob
 import os
 import pwd
@@ -120,13 +118,6 @@ RSYNC_OPTIONS = [*COPY_OPTIONS, *LONG_NAME_OPTIONS, f"--filter=- {JUPYTER_TEMP_P
 # included), else it gets them as arguments (group_rsync).
 FILES_FROM = ["--files-from=-", "--from0", "--", "/"]
 ARGUMENT_BYTES = 128 * 1024
-# rsync's own --log-file, read while it copies (EarlyParsing), in RSYNC_TEMP_DIR for the
-# length of the copy: rsync names a file there once it is done with it, mostly once the
-# copy is in place, `2026/11/29 16:50:00 [1234] >f+++++++++|hoge/a/notebooks/nb.ipynb|`.
-COPIED_FILES_LOG = "copied_files.log"
-LOG_FILE_FORMAT = "%i|%n|"
-LOG_FILE_LINE_RE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\d+\] (.*)$", re.DOTALL)
-EARLY_POLL = 0.05  # seconds between looks at rsync's --log-file when it had nothing new
 # What --debug=filter1 prints for a file a filter leaves out.
 HIDING_FILE = "[sender] hiding file "
 BECAUSE_OF_PATTERN = " because of pattern "
@@ -176,15 +167,13 @@ def sudo_prefix(sudo):
     return ["sudo", "-n", "--"] if sudo else []
 
 
-def rsync_command(sources, dest, suffix, sudo, log_file=None):
+def rsync_command(sources, dest, suffix, sudo):
     """One cycle's rsync argument list with `sources` as arguments (no shell ever sees
-    it), as the loop runs it for a class whose folders fit (group_rsync). With `log_file`,
-    rsync also names each file it is done with there (EarlyParsing)."""
+    it), as the loop runs it for a class whose folders fit (group_rsync)."""
     return [
         *sudo_prefix(sudo),
         "rsync",
         *RSYNC_OPTIONS,
-        *log_file_options(log_file),
         f"--suffix={suffix}",
         "--",
         *sources,
@@ -192,36 +181,28 @@ def rsync_command(sources, dest, suffix, sudo, log_file=None):
     ]
 
 
-def listed_rsync_command(dest, suffix, sudo, log_file=None):
+def listed_rsync_command(dest, suffix, sudo):
     """One cycle's rsync argument list, the folders read from rsync's input (files_from):
-    their number has no limit, where a long enough list of arguments fails with E2BIG.
-    `log_file` as for rsync_command."""
+    their number has no limit, where a long enough list of arguments fails with E2BIG."""
     return [
         *sudo_prefix(sudo),
         "rsync",
         *RSYNC_OPTIONS,
-        *log_file_options(log_file),
         f"--suffix={suffix}",
         *FILES_FROM,
         dest + "/",
     ]
 
 
-def log_file_options(log_file):
-    if log_file is None:
-        return []
-    return [f"--log-file={log_file}", f"--log-file-format={LOG_FILE_FORMAT}"]
-
-
-def group_rsync(paths, dest, suffix, sudo, log_file=None):
+def group_rsync(paths, dest, suffix, sudo):
     """(argument list, the paths to give on its input or None) of the rsync that copies
     the folders `paths`: as arguments while they fit well within what the system accepts
     (ARGUMENT_BYTES), since rsync copies them faster so (given on its input, rsync 3.4+
     opens every folder on the way to each file again: 0.1 s a cycle for 300 students
     here), else on its input, where their number has no limit."""
     if sum(len(os.fsencode(path)) + 1 for path in paths) <= ARGUMENT_BYTES:
-        return rsync_command(paths, dest, suffix, sudo, log_file), None
-    return listed_rsync_command(dest, suffix, sudo, log_file), paths
+        return rsync_command(paths, dest, suffix, sudo), None
+    return listed_rsync_command(dest, suffix, sudo), paths
 
 
 def files_from(paths, cwd):
@@ -346,32 +327,6 @@ def long_name_files(names, sources):
                 files[folders[folder] + name[len(folder) :]] = folders[folder]
                 break
     return files
-
-
-def copied_notebooks(lines):
-    """The notebooks (names under the destination) that lines of rsync's --log-file say
-    it received, in their order."""
-    for line in lines:
-        logged = LOG_FILE_LINE_RE.match(line)
-        item = make_database.ITEMIZE_RE.match(logged.group(1)) if logged else None
-        if item and item.group(1).startswith(">f"):
-            name = make_database.log_name(item.group(2))
-            if name.endswith(".ipynb") and make_database.is_version(name):
-                yield name
-
-
-def copy_in_place(dest, name, folders):
-    """True when the copy `name` in `dest` has its source's size and mtime (to the
-    nanosecond, as rsync --times leaves it): rsync has put this version in place."""
-    source = make_database.source_path(name, folders)
-    try:
-        copied, original = os.lstat(os.path.join(dest, name)), os.lstat(source) if source else None
-    except OSError:
-        return False
-    return original is not None and (copied.st_size, copied.st_mtime_ns) == (
-        original.st_size,
-        original.st_mtime_ns,
-    )
 
 
 def long_names_left_out(lines):
@@ -839,88 +794,20 @@ class CopyProgress:
         return self.folder
 
 
-class EarlyParsing:
-    """Parses the notebooks rsync has copied while it goes on copying the others: a thread
-    of the loop, whose results make_database.py, run in a fork of the loop, is handed.
-
-    It reads rsync's own --log-file (COPIED_FILES_LOG, removed once the copy ends), which
-    names a file once rsync is done with it, and parses each notebook whose copy is in
-    place (copy_in_place) with make_database.parse_copy; the rest is make_database.py's to
-    parse. Each result is keyed by the copy it was read from (make_database.copy_key), so
-    it is used only for that very copy: where and when this reads cannot change what is
-    recorded.
-    """
-
-    def __init__(self, log_file, dest, folders):
-        self.log_file, self.dest, self.folders = log_file, dest, folders
-        self.offset, self.results = 0, {}
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.watch, daemon=True)
-
-    def __enter__(self):
-        with open(self.log_file, "wb"):  # rsync appends: each cycle starts it afresh
-            make_private(self.log_file)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopped.set()
-        self.thread.join()
-        try:
-            os.unlink(self.log_file)
-        except FileNotFoundError:
-            pass
-
-    def watch(self):
-        while not self.stopped.is_set():
-            if not self.read_more():
-                self.stopped.wait(EARLY_POLL)
-
-    def read_more(self):
-        """Parse the notebooks in place among those rsync named since the last look, until
-        stopped; False when it named none."""
-        try:
-            with open(self.log_file, "rb") as stream:
-                stream.seek(self.offset)
-                data = stream.read()
-        except OSError:
-            return False
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        for name in copied_notebooks(complete.decode("utf-8", "surrogateescape").splitlines()):
-            if self.stopped.is_set():
-                break
-            if copy_in_place(self.dest, name, self.folders):
-                parsed = make_database.parse_copy(self.dest, name)
-                if parsed is not None:
-                    self.results[parsed[0]] = parsed[1]
-        return bool(complete)
-
-
-def early_parsing(args, users, sudo):
-    """The EarlyParsing for this cycle's local copy, or None when make_database.py runs
-    through sudo (a process of its own, which cannot be handed what this one parsed)."""
-    if sudo:
-        return None
-    log_file = os.path.abspath(os.path.join(args.dest, RSYNC_TEMP_DIR, COPIED_FILES_LOG))
-    return EarlyParsing(log_file, args.dest, make_database.user_folders(users))
-
-
-def copy(sources, args, t, stream, sudo, suspects, tally, early=None):
-    """Run this cycle's rsyncs (rsync_groups: one, unless some failed last cycle), while
-    `early` (an EarlyParsing, or None) parses what they copy; then copy the files whose
-    names are too long for a backup suffix. The groups of folders whose rsync failed
-    (empty when all did their job). What rsync left out for being over --max-size is
-    make_database.py's to record and name, once each time it changes."""
+def copy(sources, args, t, stream, sudo, suspects, tally):
+    """Run this cycle's rsyncs (rsync_groups: one, unless some failed last cycle); then
+    copy the files whose names are too long for a backup suffix. The groups of folders
+    whose rsync failed (empty when all did their job). What rsync left out for being over
+    --max-size is make_database.py's to record and name, once each time it changes."""
     suffix = f".bak_{format_t(t)}"
     groups = rsync_groups(sources, suspects)
     if len(groups) > 1:
         print(f"copying the folders in {len(groups)} groups: some failed last cycle", flush=True)
-    log_file, failed = early.log_file if early else None, []
-    with CopyProgress(stream.name, sources), early or contextlib.nullcontext():
+    failed = []
+    with CopyProgress(stream.name, sources):
         for group in groups:
             what = group[0] if len(group) == 1 else f"{len(group)} folders"
-            command, listed = group_rsync(group, args.dest, suffix, sudo, log_file)
+            command, listed = group_rsync(group, args.dest, suffix, sudo)
             if not run_rsync(command, listed, stream, what):
                 failed.append(group)
     lines = written_lines(stream)
@@ -1036,13 +923,12 @@ def log_lists_files(log):
         return False
 
 
-def apply(args, log, sudo, tally, early=None):
+def apply(args, log, sudo, tally):
     """Run make_database.py on one log; True when it succeeded (or had nothing to do).
     What it says is passed on, but for the number of versions it recorded, which goes to
     `tally` with the number of its warnings.
 
-    Without sudo it runs in a fork of this process, which has already imported it, and
-    is handed `early`, what EarlyParsing parsed while rsync copied."""
+    Without sudo it runs in a fork of this process, which has already imported it."""
     if not log_lists_files(log):
         return True
     command = make_database_command(args, log, sudo)
@@ -1051,8 +937,7 @@ def apply(args, log, sudo, tally, early=None):
             code = run(command, stdout=stdout, stderr=stderr)
         else:
             flags = make_database_flags(args, log)
-            main = functools.partial(make_database.main, early=early)
-            code = run_forked(main, flags, stdout, stderr)
+            code = run_forked(make_database.main, flags, stdout, stderr)
         pass_on(stdout, stderr, tally)
     if code != 0:
         message = f"error: make_database.py failed with exit code {code} on {log}"
@@ -1185,15 +1070,13 @@ def keep_open(db, requests):
 
 class Cycle(NamedTuple):
     """What one cycle's copy left: its T, its logs to apply (the local one first, then
-    one per host, in a fixed order), the groups of local folders whose rsync failed,
-    whether every copy did its job, and what was parsed while rsync copied ({log:
-    EarlyParsing results})."""
+    one per host, in a fixed order), the groups of local folders whose rsync failed, and
+    whether every copy did its job."""
 
     t: int
     logs: list
     suspects: list
     complete: bool
-    early: dict = {}
 
 
 def one_cycle(args, users, previous_t, sudo, suspects, tally):
@@ -1219,17 +1102,15 @@ def one_cycle(args, users, previous_t, sudo, suspects, tally):
             print("no folder to copy")
             return Cycle(t, [log], [], True)
         clear_temp_dir(args.dest)
-        early = early_parsing(args, users, sudo) if sources else None
         with concurrent.futures.ThreadPoolExecutor(args.remote_jobs) as pool:
             copies = copy_hosts(hosts, args, t, sudo, pool)
-            failed = copy(sources, args, t, stream, sudo, suspects, tally, early) if sources else []
+            failed = copy(sources, args, t, stream, sudo, suspects, tally) if sources else []
         end_log(stream)
     host_copies = [future.result() for future in copies]
     for host_copy in host_copies:
         host_copy.tell(tally)
     logs = [log, *(host_copy.log for host_copy in host_copies if host_copy.log)]
-    complete = all(host_copy.ok for host_copy in host_copies)
-    return Cycle(t, logs, failed, complete, {log: early.results} if early else {})
+    return Cycle(t, logs, failed, all(host_copy.ok for host_copy in host_copies))
 
 
 def logs_left_unapplied(args):
@@ -1252,13 +1133,11 @@ def logs_left_unapplied(args):
     return [log for log in logs if os.path.basename(log) not in applied and log_lists_files(log)]
 
 
-def apply_logs(args, unapplied, logs, sudo, tally, early=None):
+def apply_logs(args, unapplied, logs, sudo, tally):
     """Apply the logs earlier cycles left unapplied, oldest first, then this cycle's `logs`
-    in their order (each with what `early`, {log: results}, holds for it), one
-    make_database.py at a time; the logs still unapplied. Once an earlier one fails, the
-    rest wait for the next cycle (they would most likely fail the same way), so a lasting
-    failure costs one more run a cycle, not one per log."""
-    early = early or {}
+    in their order, one make_database.py at a time; the logs still unapplied. Once an
+    earlier one fails, the rest wait for the next cycle (they would most likely fail the
+    same way), so a lasting failure costs one more run a cycle, not one per log."""
     failed = []
     for i, earlier in enumerate(unapplied):
         print(f"{earlier} is not applied yet: applying it now ({i + 1} of {len(unapplied)})")
@@ -1266,7 +1145,7 @@ def apply_logs(args, unapplied, logs, sudo, tally, early=None):
             failed = unapplied[i:]
             break
     for log in logs:
-        if not apply(args, log, sudo, tally, early.get(log)):
+        if not apply(args, log, sudo, tally):
             failed.append(log)
     return failed
 
@@ -1291,7 +1170,7 @@ def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
             previous_t, suspects = done.t, done.suspects
             # even after a failed or interrupted rsync the logs are applied: what was copied
             # and what was kept as a backup is recorded
-            unapplied = apply_logs(args, unapplied, done.logs, sudo, tally, done.early)
+            unapplied = apply_logs(args, unapplied, done.logs, sudo, tally)
             keeper.hold()
             applied = not set(done.logs) & set(unapplied)
             all_ok = all_ok and done.complete and not suspects and applied
