@@ -762,8 +762,7 @@ class Data:
             )
         finally:
             conn.close()
-        if previous is None:  # every version's problems were read
-            release_freed_memory()
+        release_freed_memory()  # what reading it, or the History it replaces, took
         return history
 
     # -- names
