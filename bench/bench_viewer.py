@@ -16,7 +16,8 @@ error, answered). Then, in a fresh process per size:
             (the current row of each becomes its backup, the new version takes the name),
             then the first update of each view after it (the activity view first after
             half of them, the teacher views first after the other half)
-  memory    the viewer process's RSS after all of it
+  memory    the viewer process's RSS before the commits and after them (the commits are
+            written by another process, as the loop's make_database is)
 Writes bench/results/viewer.md.
 
 Example:
@@ -178,6 +179,14 @@ def commit_cycle(db, rng, students, cycle):
     return int(np.datetime64(cycle_t, "s").astype(np.int64))
 
 
+def commit_elsewhere(db, seed, students, cycle):
+    """commit_cycle in a process of its own, as the loop's make_database is (its memory is
+    not the viewer's); returns the cycle's time."""
+    command = [sys.executable, __file__, "--commit", db, str(seed), str(students), str(cycle)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return int(output.split()[-1])
+
+
 def measure(db, users_csv, repeats, commits, cycles):
     """Runs in its own process: the numbers for one database."""
     import psutil
@@ -222,6 +231,12 @@ def measure(db, users_csv, repeats, commits, cycles):
         "full_reads": view.catalogs.full_reads,
         "rss_mb": psutil.Process().memory_info().rss / 1e6,
     }
+
+
+def psutil_rss():
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e6
 
 
 def timed(work):
@@ -282,13 +297,17 @@ def measure_commits(view, app, activity, commits, cycles):
     alternates)."""
     rng = np.random.default_rng(11)
     students = len(view.people().by_uid)
+    rss_before = psutil_rss()
     first = {"activity": [], "teacher": []}
     after = {"activity": [], "teacher": []}
     default = activity.Filters()
     with app.server.test_request_context("/"):
         for number in range(commits):
-            cycle_seconds = commit_cycle(
-                view.settings["SYNC_SQLITE"], rng, students, cycles + 1 + number
+            cycle_seconds = commit_elsewhere(
+                view.settings["SYNC_SQLITE"],
+                int(rng.integers(1 << 31)),
+                students,
+                cycles + 1 + number,
             )
             controls = teacher_controls(cycle_seconds)
             updates = {
@@ -299,6 +318,7 @@ def measure_commits(view, app, activity, commits, cycles):
             first[order[0]].append(timed(updates[order[0]]))
             after[order[1]].append(timed(updates[order[1]]))
     return {
+        "rss_before_commits_mb": rss_before,
         "commits": commits,
         **{f"{k}_first_p50": statistics.median(v) for k, v in first.items()},
         **{f"{k}_first_max": max(v) for k, v in first.items()},
@@ -340,7 +360,8 @@ def report(results):
         "heatmap and progress of one).",
         "",
         "| summary rows | students x notebooks x versions | viewer start | activity p50 / p95 "
-        "| regexp p50 / p95 | bytes/marker | teacher cold | teacher warm p50 | RSS (MB) |",
+        "| regexp p50 / p95 | bytes/marker | teacher cold | teacher warm p50 "
+        "| RSS before / after the commits (MB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for rows, r in results:
@@ -350,7 +371,8 @@ def report(results):
             f"| {r['default_p50'] * 1e3:.0f} / {r['default_p95'] * 1e3:.0f} "
             f"| {r['regexp_p50'] * 1e3:.0f} / {r['regexp_p95'] * 1e3:.0f} "
             f"| {r['bytes'] / max(1, r['markers']):.0f} | {r['teacher_cold'] * 1e3:.0f} "
-            f"| {r['heatmap_p50'] * 1e3:.0f} | {r['rss_mb']:.0f} |"
+            f"| {r['heatmap_p50'] * 1e3:.0f} "
+            f"| {r['rss_before_commits_mb']:.0f} / {r['rss_mb']:.0f} |"
         )
     lines += [
         "",
@@ -383,7 +405,15 @@ def main(argv=None):
     parser.add_argument(
         "--measure", nargs=3, metavar=("DB", "USERS_CSV", "CYCLES"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--commit", nargs=4, metavar=("DB", "SEED", "STUDENTS", "CYCLE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.commit:
+        db, seed, students, cycle = args.commit
+        rng = np.random.default_rng(int(seed))
+        print(commit_cycle(db, rng, int(students), int(cycle)))
+        return 0
     if args.measure:
         db, users, cycles = args.measure
         print(json.dumps(measure(db, users, args.repeats, args.commits, int(cycles))))
