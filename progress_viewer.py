@@ -395,6 +395,10 @@ def main(argv=None):
         return 2
     url = access.ready_url(settings, args.host, args.port)
     print(f"serving {settings['SYNC_SQLITE']} at {url}", flush=True)
+    # Dash's and werkzeug's own banners name the address without the token: the line above
+    # is the one to open
+    logging.getLogger("dash.dash").setLevel(logging.WARNING)
+    logging.getLogger("werkzeug").addFilter(lambda record: "Running on" not in record.getMessage())
     app.run(host=args.host, port=args.port, debug=args.debug)
     return 0
 

@@ -419,6 +419,8 @@ def test_the_request_log_never_shows_a_token(course, tmp_path):  # noqa: F811
     assert 'GET /?token=<hidden> HTTP/1.1" 302' in output
     assert 'GET /?token=<hidden> HTTP/1.1" 401' in output
     assert url.split("?token=")[1] not in output and "wrong-guess-text" not in output
+    addresses = re.findall(r"https?://\S+", output)
+    assert addresses == []  # the only address printed is the ready URL, with its token
 
 
 class Streamed:
