@@ -182,7 +182,7 @@ def main(argv=None):
         "--copies", type=int, default=3, help="Destination pairs, each with its own loop."
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="5% cycles, and no-change ones, per loop."
+        "--rounds", type=int, default=3, help="5%% cycles, and no-change ones, per loop."
     )
     parser.add_argument("--tmp", default=None, help="Where to build the hubs.")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "remote.md"))

@@ -214,7 +214,7 @@ def main(argv=None):
         "--copies", type=int, default=3, help="Destination pairs, each with its own loop."
     )
     parser.add_argument(
-        "--rounds", type=int, default=8, help="5% cycles, and no-change cycles, per loop."
+        "--rounds", type=int, default=8, help="5%% cycles, and no-change cycles, per loop."
     )
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sync.md"))
     args = parser.parse_args(argv)
