@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
-from bench_sync import PHASES, make_tree, next_cycle_time, touch_some  # noqa: E402
+from bench_sync import PHASES, make_tree, time_cycles, write_results  # noqa: E402
 
 import make_database  # noqa: E402
 import rsync_notebooks  # noqa: E402
@@ -120,26 +120,15 @@ def run(args):
         total = sum(os.path.getsize(p) for p in paths)
         daemons = [start_daemon(root, hub) for hub in HUBS]
         write_users(root, [port for _, port in daemons], args.students)
-        for copy in range(args.copies):
-            bare_dest = f"bare_dest{copy}"
-            os.sync()
-            times["full"][0].append(bare_rsync(root, bare_dest, ".bak_full"))
-            os.sync()
-            loop = start_loop(root, copy)
-            try:
-                times["full"][1].append(next_cycle_time(loop))
-                for phase in ("5%", "none"):
-                    for turn in range(args.rounds):
-                        if phase == "5%":
-                            changed[phase] = touch_some(paths, 0.05, rng)
-                        os.sync()
-                        suffix = f".bak_{phase[0]}{copy}_{turn}"
-                        times[phase][0].append(bare_rsync(root, bare_dest, suffix))
-                        os.sync()
-                        times[phase][1].append(next_cycle_time(loop))
-            finally:
-                loop.terminate()
-                loop.wait()
+        time_cycles(
+            args,
+            paths,
+            rng,
+            times,
+            changed,
+            lambda d, x: bare_rsync(root, d, x),
+            lambda copy: start_loop(root, copy),
+        )
     finally:
         for process, _ in daemons:
             process.terminate()
@@ -188,10 +177,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(HERE, "results", "remote.md"))
     args = parser.parse_args(argv)
     text = report(args, *run(args))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as stream:
-        stream.write(text)
-    print(text)
+    write_results(args.out, text)
     return 0
 
 

@@ -124,6 +124,44 @@ def next_cycle_time(loop):
     raise RuntimeError("rsync_notebooks.py stopped")
 
 
+def time_cycles(args, paths, rng, times, changed, bare_rsync, start_loop):
+    """For each of --copies destination pairs: the full copy, then --rounds cycles after 5 %
+    of `paths` changed and --rounds with no change, each by `bare_rsync(dest, suffix)` and
+    by the next cycle of the running loop `start_loop(copy)`; times appended to `times`
+    (phase: (bare, ours)) and the number of changed files to `changed`."""
+    for copy in range(args.copies):
+        bare_dest = f"bare_dest{copy}"
+        # before each timed copy: no write-back of one copy lands in the other's time
+        os.sync()
+        times["full"][0].append(bare_rsync(bare_dest, ".bak_full"))
+        os.sync()
+        loop = start_loop(copy)
+        try:
+            times["full"][1].append(next_cycle_time(loop))
+            # while the loop sleeps: change files, copy them with bare rsync, then let the
+            # loop's next cycle copy them too
+            for phase in ("5%", "none"):
+                for turn in range(args.rounds):
+                    if phase == "5%":
+                        changed[phase] = touch_some(paths, 0.05, rng)
+                    os.sync()
+                    suffix = f".bak_{phase[0]}{copy}_{turn}"
+                    times[phase][0].append(bare_rsync(bare_dest, suffix))
+                    os.sync()
+                    times[phase][1].append(next_cycle_time(loop))
+        finally:
+            loop.terminate()
+            loop.wait()
+
+
+def write_results(path, text):
+    """The benchmark's Markdown into bench/results/ (or --out), and on the terminal."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as stream:
+        stream.write(text)
+    print(text)
+
+
 def run(args):
     rng = random.Random(1)
     root = tempfile.mkdtemp(prefix="bench_sync_", dir=args.tmp)
@@ -133,29 +171,15 @@ def run(args):
         paths = make_tree(root, args.students, args.notebooks)
         total = sum(os.path.getsize(p) for p in paths)
         sizes = sorted(os.path.getsize(p) for p in paths)
-        for copy in range(args.copies):
-            bare_dest = f"bare_dest{copy}"
-            # before each timed copy: no write-back of one copy lands in the other's time
-            os.sync()
-            times["full"][0].append(bare_rsync(root, bare_dest, ".bak_full"))
-            os.sync()
-            loop = start_loop(root, copy)
-            try:
-                times["full"][1].append(next_cycle_time(loop))
-                # while the loop sleeps: change files, copy them with bare rsync, then
-                # let the loop's next cycle copy them too
-                for phase in ("5%", "none"):
-                    for turn in range(args.rounds):
-                        if phase == "5%":
-                            changed[phase] = touch_some(paths, 0.05, rng)
-                        os.sync()
-                        suffix = f".bak_{phase[0]}{copy}_{turn}"
-                        times[phase][0].append(bare_rsync(root, bare_dest, suffix))
-                        os.sync()
-                        times[phase][1].append(next_cycle_time(loop))
-            finally:
-                loop.terminate()
-                loop.wait()
+        time_cycles(
+            args,
+            paths,
+            rng,
+            times,
+            changed,
+            lambda d, x: bare_rsync(root, d, x),
+            lambda copy: start_loop(root, copy),
+        )
         parse = parse_rate(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -219,10 +243,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sync.md"))
     args = parser.parse_args(argv)
     text = report(args, *run(args))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as stream:
-        stream.write(text)
-    print(text)
+    write_results(args.out, text)
     return 0
 
 

@@ -40,6 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from bench_sync import write_results  # noqa: E402
+
 import make_database as md  # noqa: E402
 
 NOTEBOOKS = 20  # per student
@@ -441,10 +443,7 @@ def main(argv=None):
             results.append((rows, json.loads(output.splitlines()[-1])))
             print(rows, results[-1][1], flush=True)
     text = report(results)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as stream:
-        stream.write(text)
-    print(text)
+    write_results(args.out, text)
     return 0
 
 
