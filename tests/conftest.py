@@ -1,5 +1,6 @@
 """Shared helpers: run the real scripts, build tiny courses and notebooks in code."""
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -15,6 +16,35 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 # The viewer's access token in tests (ACCESS_TOKEN): what the printed URL would carry.
 ACCESS_TOKEN = "test-access-token"
+
+
+# make_database.py's main in `python -c KILL_AFTER ROOT FUNCTION ARGS...`: killed with
+# SIGKILL right after FUNCTION returns (a crash at that point of applying a log)
+KILL_AFTER = (
+    "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import make_database as md\n"
+    "name = sys.argv[2]; original = getattr(md, name)\n"
+    "def wrapped(*a, **k):\n"
+    "    result = original(*a, **k)\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    "setattr(md, name, wrapped)\n"
+    "sys.exit(md.main(sys.argv[3:]))\n"
+)
+
+
+@contextlib.contextmanager
+def tmpfs_at(folder, size):
+    """A tmpfs of `size` (e.g. "8m") mounted at `folder` while in the block; the test is
+    skipped, with mount's reason, where it cannot mount one."""
+    folder.mkdir(exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 def run_script(script, *args, cwd, env=None, check=True, timeout=120):

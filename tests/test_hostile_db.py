@@ -17,7 +17,17 @@ import tempfile
 import time
 
 import pytest
-from conftest import ROOT, rows, run_script, sync, write_json, write_text, write_users
+from conftest import (
+    KILL_AFTER,
+    ROOT,
+    rows,
+    run_script,
+    sync,
+    tmpfs_at,
+    write_json,
+    write_text,
+    write_users,
+)
 from demo_course import error_output, execute_result, grade_cell, notebook
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -125,15 +135,8 @@ def test_a_log_whose_suffix_is_not_a_time_takes_the_logs_own_mtime(tmp_path):
 @pytest.fixture
 def tmpfs(tmp_path):
     """A tmpfs folder (it keeps 64-bit mtimes, as btrfs and ZFS do; ext4 clamps them)."""
-    folder = tmp_path / "tmpfs"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=True)
+    with tmpfs_at(tmp_path / "tmpfs", "64m") as folder:
+        yield folder
 
 
 def test_a_64_bit_mtime_is_recorded_at_the_cycles_time(tmpfs):
@@ -395,7 +398,8 @@ def test_a_long_named_version_moved_before_a_kill_is_recorded_once_applied_again
     clean = type(hoge)(str(hoge) + "-clean")
     run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=clean)
     killed = subprocess.run(
-        [sys.executable, "-c", KILLER, ROOT, "--log", f"sync_logs/{log}"], cwd=hoge
+        [sys.executable, "-c", KILL_AFTER, ROOT, "write_applied_log", "--log", f"sync_logs/{log}"],
+        cwd=hoge,
     )
     assert killed.returncode == -signal.SIGKILL
     assert not (hoge / "sync_dest/.long_name_versions").exists()
@@ -622,17 +626,6 @@ def every_table(db):
     return {table: sorted(map(repr, rows(db, query))) for table, query in EVERY_TABLE.items()}
 
 
-KILLER = (
-    "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import make_database as md\n"
-    "original = md.write_applied_log\n"
-    "def wrapped(*a, **k):\n"
-    "    original(*a, **k)\n"
-    "    os.kill(os.getpid(), signal.SIGKILL)\n"
-    "md.write_applied_log = wrapped\n"
-    "sys.exit(md.main(sys.argv[2:]))\n"
-)
-
-
 def test_side_tables_are_the_same_after_a_kill_and_after_applying_again(hoge):
     """SIGKILL just before the commit, then the log again, then every log once more: the
     side tables, like the seed's, are as after one clean run."""
@@ -648,7 +641,8 @@ def test_side_tables_are_the_same_after_a_kill_and_after_applying_again(hoge):
     clean = type(hoge)(str(hoge) + "-clean")
     run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=clean)
     killed = subprocess.run(
-        [sys.executable, "-c", KILLER, ROOT, "--log", f"sync_logs/{log}"], cwd=hoge
+        [sys.executable, "-c", KILL_AFTER, ROOT, "write_applied_log", "--log", f"sync_logs/{log}"],
+        cwd=hoge,
     )
     assert killed.returncode == -signal.SIGKILL
     run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=hoge)

@@ -12,7 +12,7 @@ import tempfile
 import time
 
 import pytest
-from conftest import ROOT, rows, run_script, sync, write_json, write_text, write_users
+from conftest import ROOT, rows, run_script, sync, tmpfs_at, write_json, write_text, write_users
 from demo_course import execute_result, grade_cell, notebook
 from test_sync import NOBODY, dest_files, local, read_until, start_loop
 
@@ -237,15 +237,8 @@ def test_a_same_size_edit_within_the_same_second_is_copied(hoge):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 8 MB tmpfs at tmp_path/disk, unmounted afterwards."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=True)
+    with tmpfs_at(tmp_path / "disk", "8m") as disk:
+        yield disk
 
 
 def fill(disk):

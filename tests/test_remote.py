@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, rows, run_script, sync, write_json, write_text
+from conftest import KILL_AFTER, ROOT, rows, run_script, sync, write_json, write_text
 from demo_course import execute_result, grade_cell, notebook
 from test_hostile_sync import LONG_NAME
 from test_sync import KILL_POINTS, db_state, dest_files, read_until, start_loop
@@ -22,16 +22,6 @@ import rsync_notebooks as rn
 STUDENT_PATH = "s1/notebooks"  # the same path under each daemon's module
 UID_ON = {1: 1001, 2: 1002}  # the student's account on each machine: copies keep it
 ODD_NAME = "odd |name\nwith a newline and 日本語.ipynb"
-# make_database.py's main, killed with SIGKILL right after the function named in argv[2]
-KILLER = (
-    "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import make_database as md\n"
-    "name = sys.argv[2]; original = getattr(md, name)\n"
-    "def wrapped(*a, **k):\n"
-    "    result = original(*a, **k)\n"
-    "    os.kill(os.getpid(), signal.SIGKILL)\n"
-    "setattr(md, name, wrapped)\n"
-    "sys.exit(md.main(sys.argv[3:]))\n"
-)
 
 
 def answered(answer):
@@ -396,7 +386,7 @@ def test_make_database_killed_mid_apply_of_a_host_log_then_rerun_equals_a_clean_
     args = ["--log", log, "--dest", "sync_dest", "--db", "sync.sqlite"]
     run_script("make_database.py", *args, cwd=clean)
     killed = subprocess.run(
-        [sys.executable, "-c", KILLER, ROOT, KILL_POINTS[point], *args], cwd=crashed
+        [sys.executable, "-c", KILL_AFTER, ROOT, KILL_POINTS[point], *args], cwd=crashed
     )
     assert killed.returncode == -signal.SIGKILL
     run_script("make_database.py", *args, cwd=crashed)

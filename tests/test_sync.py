@@ -14,7 +14,17 @@ import time
 import types
 
 import pytest
-from conftest import REALDATA, ROOT, rows, run_script, sync, write_json, write_text, write_users
+from conftest import (
+    KILL_AFTER,
+    REALDATA,
+    ROOT,
+    rows,
+    run_script,
+    sync,
+    write_json,
+    write_text,
+    write_users,
+)
 from demo_course import (
     code_cell,
     display_png,
@@ -721,15 +731,6 @@ def test_make_database_killed_mid_apply_then_rerun_equals_a_clean_run(tmp_path, 
         stream.write(f"suffix={suffix}\n")
         stream.flush()
         subprocess.run(rsync, cwd=crashed, stdout=stream, check=True)
-    killer = (
-        "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import make_database as md\n"
-        "name = sys.argv[2]; original = getattr(md, name)\n"
-        "def wrapped(*a, **k):\n"
-        "    result = original(*a, **k)\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "setattr(md, name, wrapped)\n"
-        "sys.exit(md.main(sys.argv[3:]))\n"
-    )
     args = [
         "--users-csv",
         "users.csv",
@@ -741,7 +742,7 @@ def test_make_database_killed_mid_apply_then_rerun_equals_a_clean_run(tmp_path, 
         "sync.sqlite",
     ]
     killed = subprocess.run(
-        [sys.executable, "-c", killer, ROOT, KILL_POINTS[point], *args], cwd=crashed
+        [sys.executable, "-c", KILL_AFTER, ROOT, KILL_POINTS[point], *args], cwd=crashed
     )
     assert killed.returncode == -signal.SIGKILL
     run_script("make_database.py", *args, cwd=crashed)
