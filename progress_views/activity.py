@@ -278,10 +278,10 @@ def rows_text(view):
     return f"{shown} rows"
 
 
-def make_figure(catalog, view, labels, handle):
+def make_figure(catalog, view, labels, handles_of):
     """One row per source, one marker per version, as a plain figure dict (no per-point
     validation): one trace per color, numbers as typed arrays, counts as short strings,
-    each version's `handle(rowid)` for a click."""
+    each version's handle (`handles_of(rowids)`) for a click."""
     versions = view.versions
     counts = catalog.counts[versions]
     colors, sizes = marker_colors(counts), marker_sizes(counts).round(1)
@@ -303,7 +303,7 @@ def make_figure(catalog, view, labels, handle):
                 "name": meaning,
                 "x": x[selected],
                 "y": y[selected],
-                "customdata": [handle(r) for r in catalog.rowid[versions[selected]].tolist()],
+                "customdata": handles_of(catalog.rowid[versions[selected]]),
                 "text": count_texts(counts[selected]) if readable else None,
                 "marker": {"color": color, "size": sizes[selected], "line": {"width": 0}},
                 "hovertemplate": HOVER if readable else HOVER_UNREADABLE,
@@ -406,7 +406,7 @@ def graph(data, filters, now=None):
     ]
     if data.people().problem:
         notes.append(data.people().problem)
-    return make_figure(catalog, view, labels, data.handle), rows_text(view), "\n".join(notes)
+    return make_figure(catalog, view, labels, data.handles_of), rows_text(view), "\n".join(notes)
 
 
 def suggestions(data, threshold, password):

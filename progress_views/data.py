@@ -13,7 +13,8 @@
     data.searchable_paths(shown)       what the path regexp searches (no student path hidden)
     data.filter_columns(shown), data.allowed_uids(column, value, shown), data.team_of(shown)
     data.version_filename(rowid), data.version_owner(rowid), data.file_url(filename)
-    data.handle(rowid), data.rowid(handle)   what the browser gets instead of a rowid
+    data.handle(rowid), data.handles_of(rowids), data.rowid(handle)   what the browser
+                                gets instead of a rowid
     data.memo(key, compute)     a per-catalog LRU cache for what a view derives from it
     Data.errors                 what a view catches when the database cannot be read
 
@@ -39,7 +40,6 @@ from progress_views import handles, model
 MASK = "*"
 OWN_FILE = "(a file only this student has)"  # an unshared path, without the password
 CACHE_ENTRIES = 32  # derived results kept per catalog (masks, histories, labels)
-HANDLES_KEPT = 200_000  # version handles remembered (~30 MB), then made again
 
 
 class DatabaseMissing(Exception):
@@ -667,7 +667,6 @@ class Data:
         self.catalogs = CatalogCache()
         self.users = PeopleCache()
         self.earlier = Earlier()  # the last History read of each assignment
-        self.handles = {}  # rowid -> handle, for any catalog (the key does not change)
         self.reader = Reader()
         self.file_names = FileNames(self)
 
@@ -908,12 +907,11 @@ class Data:
         """What the browser gets for a recorded version instead of its rowid (an opaque
         handle, progress_views.handles): rowids are numbered in path order, so they rank
         the students."""
-        known = self.handles.get(rowid)
-        if known is None:
-            if len(self.handles) >= HANDLES_KEPT:
-                self.handles.clear()
-            known = self.handles[rowid] = handles.encode(self.handle_key(), int(rowid))
-        return known
+        return handles.encode(self.handle_key(), int(rowid))
+
+    def handles_of(self, rowids):
+        """The handles of many rowids at once (a figure's markers), in order."""
+        return handles.encode_many(self.handle_key(), rowids)
 
     def rowid(self, handle):
         """The rowid a handle from the browser stands for; None for anything forged."""

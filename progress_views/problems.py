@@ -229,9 +229,9 @@ def order_students(history, moment, students, sort, team_of, stuck_rows, rank):
     ]
 
 
-def heatmap_figure(history, moment, students, labels, handle):
+def heatmap_figure(history, moment, students, labels, handles_of):
     """Rows = students, columns = problems, coloured by state at `moment`; each cell's
-    customdata the `handle(rowid)` of the version shown ('' for none)."""
+    customdata the handle of the version shown ('' for none; `handles_of(rowids)`)."""
     states = model.CLASSES
     cells = model.heatmap(history, moment, students)
     codes = [[states.index(c) for c in row] for row in cells]
@@ -244,7 +244,11 @@ def heatmap_figure(history, moment, students, labels, handle):
         ]
         for uid, row, v in zip(students, cells, versions)
     ]
-    custom = [[handle(v.rowid) if v else "" for _ in history.problems] for v in versions]
+    shown = iter(handles_of([v.rowid for v in versions if v]))
+    custom = [
+        [next(shown)] * len(history.problems) if v else [""] * len(history.problems)
+        for v in versions
+    ]
     colorscale = [
         [edge, model.CLASS_COLORS[name]]
         for code, name in enumerate(states)
@@ -458,7 +462,7 @@ def heatmap_view(data, controls, now=None):
     labels = shown.labels(ordered)
     start = history.first_time()
     return (
-        heatmap_figure(history, shown.moment, ordered, labels, data.handle),
+        heatmap_figure(history, shown.moment, ordered, labels, data.handles_of),
         progress_figure(history, start, shown.moment, started),
         "",
     )

@@ -238,7 +238,9 @@ def test_lab_heatmap_masks_names_with_users_csv_numbers_and_exports_csv(lab):
     course, h, moment, data = lab
     labels = data.student_labels(h.students, False)
     assert labels["u003"] == "student 3" and labels["u044"] == "student 44"
-    figure = problems.heatmap_figure(h, moment, h.students, labels, str)
+    figure = problems.heatmap_figure(
+        h, moment, h.students, labels, lambda rowids: [str(r) for r in rowids]
+    )
     assert figure["data"][0]["y"][0] == "student 1"
     assert "u003" not in str(figure) and "Sato" not in str(figure)
     text = problems.heatmap_frame(h, moment, h.students, labels).to_csv(index=False)

@@ -335,7 +335,9 @@ def test_filters_regexp_window_latest_and_max(tmp_path):
 
 def test_figure_has_one_row_per_file_and_colored_markers(tmp_path):
     catalog, view = seed_view(tmp_path, criteria="user")
-    figure = activity.make_figure(catalog, view, ["A", "B", "C"], str)
+    figure = activity.make_figure(
+        catalog, view, ["A", "B", "C"], lambda rowids: [str(r) for r in rowids]
+    )
     assert figure_labels(figure) == ["A", "B", "C"]
     markers = {
         (trace["marker"]["color"], int(y), float(size))
