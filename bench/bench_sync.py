@@ -8,15 +8,19 @@ pairs, times in the same run:
   5%     --rounds cycles, each after 5% of the notebooks changed
   none   --rounds cycles where nothing changed
 for bare rsync (same flags, same tree, its own destination) and for one running
-`rsync_notebooks.py --no-sudo --min-sleep 4 --overhead 1` per destination, as an
+`rsync_notebooks.py --no-sudo --min-sleep 4 --overhead 1` (--loop-sleep) per destination, as an
 instructor runs it all term: the time is the cycle time the loop prints (rsync, the log,
 make_database.py), and its WAL checkpoints (every few cycles) fall in the cycles where
 they happen. Every timed copy starts after os.sync(), so that the write-back of one copy
-never lands in the other's time. Medians and means are reported, plus make_database.py's
-notebooks per second. Writes bench/results/sync.md.
+never lands in the other's time. While the loop sleeps the benchmark changes the files and
+runs bare rsync; if that outlasts the loop's sleep it stops with an error (raise
+--loop-sleep for a large course). Medians and means are reported, plus the database's rows
+after the full cycle and at the end, and make_database.py's notebooks per second. Writes
+bench/results/sync.md.
 
 Example:
     .venv/bin/python bench/bench_sync.py --students 300 --notebooks 20
+    .venv/bin/python bench/bench_sync.py --students 3000 --copies 1 --rounds 3 --loop-sleep 60
 """
 
 import argparse
@@ -25,6 +29,7 @@ import os
 import random
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -96,13 +101,13 @@ def bare_rsync(root, dest, suffix):
 LOOP_SLEEP = 4  # seconds the loop sleeps between cycles: time to change files and run bare rsync
 
 
-def start_loop(root, copy):
+def start_loop(root, copy, sleep=LOOP_SLEEP):
     command = [
         sys.executable,
         os.path.join(ROOT, "rsync_notebooks.py"),
         "--no-sudo",
         "--min-sleep",
-        str(LOOP_SLEEP),
+        f"{sleep:g}",
         "--overhead",
         "1",
         "--dest",
@@ -115,20 +120,40 @@ def start_loop(root, copy):
     return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True)
 
 
-def next_cycle_time(loop):
-    """The time the running loop prints for its next cycle (`took X sec`)."""
+class Cycle:
+    """One cycle the running loop printed: the time it took (`took X sec`), the seconds it
+    sleeps after it (`sleep P sec`) and when the benchmark read that line."""
+
+    def __init__(self, took, sleep):
+        self.took = took
+        self.wakes = time.monotonic() + sleep
+
+
+def next_cycle(loop):
+    """The next cycle the running loop prints."""
     for line in loop.stdout:
-        match = re.search(r"took ([0-9.]+) sec", line)
-        if match:
-            return float(match.group(1))
+        took = re.search(r"took ([0-9.]+) sec", line)
+        sleep = re.search(r"sleep ([0-9.e+]+) sec", line)
+        if took and sleep:
+            return Cycle(float(took.group(1)), float(sleep.group(1)))
     raise RuntimeError("rsync_notebooks.py stopped")
 
 
-def time_cycles(args, paths, rng, times, changed, bare_rsync, start_loop):
+def check_asleep(cycle):
+    """Stop if the loop woke before the benchmark's work between its cycles was done: the
+    loop's next cycle would then overlap bare rsync or miss some of the changes."""
+    if time.monotonic() >= cycle.wakes:
+        raise RuntimeError(
+            "changing the files and bare rsync outlasted the loop's sleep: raise --loop-sleep"
+        )
+
+
+def time_cycles(args, paths, rng, times, changed, bare_rsync, start_loop, after_full=None):
     """For each of --copies destination pairs: the full copy, then --rounds cycles after 5 %
     of `paths` changed and --rounds with no change, each by `bare_rsync(dest, suffix)` and
     by the next cycle of the running loop `start_loop(copy)`; times appended to `times`
-    (phase: (bare, ours)) and the number of changed files to `changed`."""
+    (phase: (bare, ours)) and the number of changed files to `changed`. `after_full(copy)`,
+    if given, runs while the loop sleeps after its full cycle."""
     for copy in range(args.copies):
         bare_dest = f"bare_dest{copy}"
         # before each timed copy: no write-back of one copy lands in the other's time
@@ -137,7 +162,10 @@ def time_cycles(args, paths, rng, times, changed, bare_rsync, start_loop):
         os.sync()
         loop = start_loop(copy)
         try:
-            times["full"][1].append(next_cycle_time(loop))
+            cycle = next_cycle(loop)
+            times["full"][1].append(cycle.took)
+            if after_full:
+                after_full(copy)
             # while the loop sleeps: change files, copy them with bare rsync, then let the
             # loop's next cycle copy them too
             for phase in ("5%", "none"):
@@ -148,7 +176,9 @@ def time_cycles(args, paths, rng, times, changed, bare_rsync, start_loop):
                     suffix = f".bak_{phase[0]}{copy}_{turn}"
                     times[phase][0].append(bare_rsync(bare_dest, suffix))
                     os.sync()
-                    times[phase][1].append(next_cycle_time(loop))
+                    check_asleep(cycle)
+                    cycle = next_cycle(loop)
+                    times[phase][1].append(cycle.took)
         finally:
             loop.terminate()
             loop.wait()
@@ -167,10 +197,16 @@ def run(args):
     root = tempfile.mkdtemp(prefix="bench_sync_", dir=args.tmp)
     times = {phase: ([], []) for phase in PHASES}  # phase: (bare times, our times)
     changed = {"full": args.students * args.notebooks, "none": 0}
+    databases = {}  # "after the full cycle", "at the end": the first loop's database_size
     try:
         paths = make_tree(root, args.students, args.notebooks)
         total = sum(os.path.getsize(p) for p in paths)
         sizes = sorted(os.path.getsize(p) for p in paths)
+
+        def after_full(copy):
+            if copy == 0:
+                databases["after the full cycle"] = database_size(root, 0)
+
         time_cycles(
             args,
             paths,
@@ -178,13 +214,29 @@ def run(args):
             times,
             changed,
             lambda d, x: bare_rsync(root, d, x),
-            lambda copy: start_loop(root, copy),
+            lambda copy: start_loop(root, copy, args.loop_sleep),
+            after_full,
         )
+        databases["at the end"] = database_size(root, 0)
         parse = parse_rate(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     results = [(phase, changed[phase], *times[phase]) for phase in PHASES]
-    return total, statistics.median(sizes), results, parse
+    return total, statistics.median(sizes), results, databases, parse
+
+
+def database_size(root, copy):
+    """Rows of `summary` and `problems` in loop `copy`'s database, and its bytes on disk
+    (with its write-ahead log)."""
+    path = os.path.join(root, f"sync{copy}.sqlite")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        summary = conn.execute("SELECT count(*) FROM summary").fetchone()[0]
+        problems = conn.execute("SELECT count(*) FROM problems").fetchone()[0]
+    finally:
+        conn.close()
+    size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+    return summary, problems, size
 
 
 def parse_rate(root):
@@ -200,7 +252,7 @@ def parse_rate(root):
     return len(paths) / (time.perf_counter() - started)
 
 
-def report(args, total, median, results, parse):
+def report(args, total, median, results, databases, parse):
     lines = [
         f"# Sync benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
         "",
@@ -225,6 +277,12 @@ def report(args, total, median, results, parse):
     for phase, _, bare, mine in results:
         pairs = ", ".join(f"{b:.2f}/{m:.2f}" for b, m in zip(bare, mine))
         lines.append(f"- {phase}: {pairs}")
+    lines.append("")
+    for moment, (summary, problems, size) in databases.items():
+        lines.append(
+            f"The first loop's database {moment}: {summary:,} summary rows, "
+            f"{problems:,} problems rows, {size / 1e6:.0f} MB with its WAL."
+        )
     lines += ["", f"make_database.py parses {parse:.0f} notebooks/s in one process.", ""]
     return "\n".join(lines)
 
@@ -239,6 +297,13 @@ def main(argv=None):
     )
     parser.add_argument(
         "--rounds", type=int, default=8, help="5%% cycles, and no-change cycles, per loop."
+    )
+    parser.add_argument(
+        "--loop-sleep",
+        type=float,
+        default=LOOP_SLEEP,
+        help="The loop's --min-sleep: longer than changing 5%% of the files and bare rsync "
+        "take (default: %(default)s).",
     )
     parser.add_argument("--out", default=os.path.join(HERE, "results", "sync.md"))
     args = parser.parse_args(argv)
