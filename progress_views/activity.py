@@ -372,7 +372,7 @@ def source_mask(data, patterns, shown):
     """regexp_mask over data.searchable_paths(shown), kept in the catalog's LRU (a few
     patterns, not every one typed)."""
     paths = data.searchable_paths(shown)
-    return data.memo(("mask", shown, tuple(patterns)), lambda: regexp_mask(paths, patterns))
+    return data.memo_sources(("mask", shown, tuple(patterns)), lambda: regexp_mask(paths, patterns))
 
 
 def graph(data, filters, now=None):
@@ -418,7 +418,7 @@ def suggestions(data, threshold, password):
         paths, owners = data.searchable_paths(shown), data.catalog().source_owner
     except (ValueError, *data.errors) as error:
         return [], str(error)
-    groups = data.memo(("groups", shown), lambda: group_table(paths, owners))
+    groups = data.memo_sources(("groups", shown), lambda: group_table(paths, owners))
     found = suggest_groups(groups, limit, shown)
     options = [{"label": f"{pattern} ({count})", "value": pattern} for pattern, count in found]
     return options, "" if options else f"no group of {limit} files or more"

@@ -16,6 +16,7 @@
     data.handle(rowid), data.handles_of(rowids), data.rowid(handle)   what the browser
                                 gets instead of a rowid
     data.memo(key, compute)     a per-catalog LRU cache for what a view derives from it
+    data.memo_sources(key, compute)   one kept while the catalog's sources stay the same
     Data.errors                 what a view catches when the database cannot be read
 
 Every cache is bounded (LRU) and dropped when the database or users.csv changes. The
@@ -667,6 +668,7 @@ class Data:
         self.catalogs = CatalogCache()
         self.users = PeopleCache()
         self.earlier = Earlier()  # the last History read of each assignment
+        self.by_sources = LRU()  # memo_sources
         self.reader = Reader()
         self.file_names = FileNames(self)
 
@@ -696,10 +698,18 @@ class Data:
         """compute() once per catalog and users.csv state, kept in the catalog's LRU."""
         return self.catalog().cache.get((key, self.people().key), compute)
 
+    def memo_sources(self, key, compute):
+        """compute() of what depends only on the catalog's sources and owners (paths,
+        labels, masks, assignments) and users.csv: kept across the commits that add no
+        source (a catalog read incrementally only ever appends sources to its lists)."""
+        catalog = self.catalog()
+        sources = (catalog.lineage, len(catalog.sources))
+        return self.by_sources.get((key, sources, self.people().key), compute)
+
     def assignments(self):
         """{assignment: [source index]} over the notebooks with an owner in users.csv."""
         catalog, people = self.catalog(), self.people()
-        return self.memo(
+        return self.memo_sources(
             "assignments",
             lambda: model.assignments(catalog.sources, catalog.source_owner, people.prefixes),
         )
@@ -774,7 +784,7 @@ class Data:
             others = set(catalog.source_owner) - set(people.by_uid) - {make_database.UNKNOWN_OWNER}
             return model.pseudonyms([*people.by_uid, *sorted(others)])
 
-        return self.memo("pseudonyms", number)
+        return self.memo_sources("pseudonyms", number)
 
     def student_order(self, shown):
         """A sort key of uids for every list the page shows: the uid with the names
@@ -782,7 +792,7 @@ class Data:
         if shown:
             return lambda uid: (0, uid)
         names = self.pseudonyms()
-        rank = self.memo("pseudonym ranks", lambda: {uid: n for n, uid in enumerate(names)})
+        rank = self.memo_sources("pseudonym ranks", lambda: {uid: n for n, uid in enumerate(names)})
         return lambda uid: (rank.get(uid, len(rank)), "")
 
     def student_labels(self, uids, shown):
@@ -813,7 +823,7 @@ class Data:
         if prefix is not None:
             return prefix
         catalog = self.catalog()
-        return self.memo(
+        return self.memo_sources(
             ("folder", owner),
             lambda: folder_of_owner(catalog.sources, catalog.source_owner, owner),
         )
@@ -827,7 +837,9 @@ class Data:
         if shown:
             return catalog.sources
         relative, shared = self.relative_paths(), self.shared_paths()
-        return self.memo("searchable paths", lambda: [p if p in shared else "" for p in relative])
+        return self.memo_sources(
+            "searchable paths", lambda: [p if p in shared else "" for p in relative]
+        )
 
     def relative_paths(self):
         """Each catalog source's path under its owner's folder."""
@@ -839,7 +851,7 @@ class Data:
                 for source, owner in zip(catalog.sources, catalog.source_owner)
             ]
 
-        return self.memo("relative paths", relative)
+        return self.memo_sources("relative paths", relative)
 
     def shared_paths(self):
         """The paths under the owners' folders that two students or more have: without
@@ -853,7 +865,7 @@ class Data:
                 owners.setdefault(path, set()).add(owner)
             return {path for path, found in owners.items() if len(found) > 1}
 
-        return self.memo("shared paths", shared)
+        return self.memo_sources("shared paths", shared)
 
     def source_label(self, source, owner, shown):
         """An activity row: `file [attrs] uid` with the password, else `file student N`

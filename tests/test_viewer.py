@@ -353,7 +353,7 @@ def test_caches_are_bounded(tmp_path):
     catalog = data.catalog()
     for n in range(500):
         activity.source_mask(data, [f"x{n}"], n % 2 == 0)
-    assert len(catalog.cache) <= CACHE_ENTRIES
+    assert len(catalog.cache) <= CACHE_ENTRIES and len(data.by_sources) <= CACHE_ENTRIES
     with pytest.raises(KeyError):
         data.history("not/an/assignment.ipynb")
 
