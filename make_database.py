@@ -39,6 +39,7 @@ __version__ = "0.3.0"  # the project's one version string (the other scripts imp
 
 import argparse
 import csv
+import datetime
 import errno
 import hashlib
 import itertools
@@ -110,6 +111,7 @@ CREATE TRIGGER IF NOT EXISTS summary_row_updated AFTER UPDATE ON summary BEGIN
 # tells the viewer what changed since it last read (progress_views/data.py).
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+LOOP_T_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")  # as TIME_FORMAT
 WAL_CHECKPOINT_PAGES = 8192  # 32 MB with 4 KB pages
 CHECKPOINTS_DIR = ".ipynb_checkpoints"
 # Where rsync_notebooks.py has rsync keep the previous version of a file whose name is too
@@ -573,10 +575,17 @@ def nbgrader_metadata(cell):
     return nbgrader if isinstance(nbgrader, dict) else {}
 
 
+def graded_id(cell):
+    """The grade_id of a cell nbgrader grades (it has a grade_id and `grade: true`), else
+    None."""
+    metadata = nbgrader_metadata(cell)
+    grade_id = metadata.get("grade_id")
+    return grade_id if isinstance(grade_id, str) and metadata.get("grade") is True else None
+
+
 def is_graded(cell):
     """True for a cell nbgrader grades: it has a grade_id and `grade: true`."""
-    metadata = nbgrader_metadata(cell)
-    return isinstance(metadata.get("grade_id"), str) and metadata.get("grade") is True
+    return graded_id(cell) is not None
 
 
 def cell_source(cell):
@@ -631,8 +640,8 @@ def graded_outcomes(notebook):
         raise NotANotebook("no cells (neither nbformat 4 nor 3)")
     outcomes = {}
     for cell in cells:
-        if is_graded(cell):
-            grade_id = nbgrader_metadata(cell)["grade_id"]
+        grade_id = graded_id(cell)
+        if grade_id is not None:
             outcomes[grade_id] = (grade_id, cell.get("cell_type"), cell_outcome(cell))
     return list(outcomes.values())
 
@@ -815,6 +824,8 @@ class Known(NamedTuple):
 
 def text_name(filename):
     """A name fit for the database: bytes that are not UTF-8 become `\\xNN` escapes."""
+    if filename.isascii():  # the same name, found faster
+        return filename
     return os.fsencode(filename).decode("utf-8", "backslashreplace")
 
 
@@ -822,12 +833,25 @@ def local_time(seconds):
     return time.strftime(TIME_FORMAT, time.localtime(seconds))
 
 
+def t_seconds(t):
+    """T (`2021-10-17T18:26:14`, local time) as UTC seconds, as
+    `time.mktime(time.strptime(t, TIME_FORMAT))` gives them (ValueError when T is no such
+    time). The first strptime in a process costs 5 ms, in every make_database.py the loop
+    forks: a T as the loop writes it is read by datetime instead."""
+    if LOOP_T_RE.fullmatch(t):
+        try:
+            return time.mktime(datetime.datetime.fromisoformat(t).timetuple())
+        except ValueError:  # a second 60 or 61, which strptime takes
+            pass
+    return time.mktime(time.strptime(t, TIME_FORMAT))
+
+
 def cycle_time(suffix, log):
     """The Cycle of a log: T from its suffix `.bak_T`, else (a suffix chosen by hand) the
     log file's own mtime."""
     t = suffix.removeprefix(".bak_")
     try:
-        return Cycle(t, time.mktime(time.strptime(t, TIME_FORMAT)))
+        return Cycle(t, t_seconds(t))
     except (ValueError, OverflowError):
         mtime = os.stat(log).st_mtime
         return Cycle(local_time(mtime), mtime)
@@ -859,8 +883,9 @@ def lstat_or_none(path):
         raise
 
 
-def make_record(filename, path, info, owner, cycle, warn, known=None, parsed=None):
-    """The Record of the copy `filename` at `path`, whose os.lstat is `info`.
+def make_record(filename, path, info, owner, cycle, warn, known=None, parsed=None, source=None):
+    """The Record of the copy `filename` at `path`, whose os.lstat is `info`, a version of
+    `source` (stated_source: None when its name says it).
 
     `known` is what the database holds under the current name: when it was recorded
     from this very file (a previous version rsync kept), it need not be parsed again.
@@ -868,19 +893,37 @@ def make_record(filename, path, info, owner, cycle, warn, known=None, parsed=Non
     """
     t, epoch = version_time(info.st_mtime, cycle)
     key = version_key(info)
-    record = Record(text_name(filename), t, owner, (0,) * 5, [], epoch, info.st_mtime, key)
+    counts, problems, reason = version_counts(filename, path, key, warn, known, parsed)
+    return Record(
+        text_name(filename),
+        t,
+        owner,
+        counts,
+        problems,
+        epoch,
+        info.st_mtime,
+        key,
+        reason,
+        source=source,
+    )
+
+
+def version_counts(filename, path, key, warn, known=None, parsed=None):
+    """(counts, problems, reason) of the copy `filename` at `path`, whose version_key is
+    `key` (make_record's `known` and `parsed`); zero counts for a file that is not a
+    notebook, NULL counts and the reason, with a warning, for one that cannot be read."""
     if not filename.endswith(".ipynb"):
-        return record
+        return (0,) * 5, [], None
     if known is not None and known.file_key == key:
-        return record._replace(counts=known.counts, problems=known.problems, reason=known.reason)
+        return known.counts, known.problems, known.reason
     if parsed is None:
         parsed = parse_each([path])[0]
     if isinstance(parsed, str):
         reason = f"not a readable notebook: {parsed}"
         warn(f"warning: {text_name(path)}: {reason}; recorded without counts")
-        return record._replace(counts=(None,) * 5, reason=reason)
+        return (None,) * 5, [], reason
     counts, problems = parsed
-    return record._replace(counts=tuple(counts), problems=[tuple(p) for p in problems])
+    return tuple(counts), [tuple(p) for p in problems], None
 
 
 def rename_backups(dest, files, suffix, created=frozenset(), warn=None, kept_apart=False):
@@ -893,16 +936,16 @@ def rename_backups(dest, files, suffix, created=frozenset(), warn=None, kept_apa
     for path in files:
         if not is_version(path):
             continue
-        kept, renamed = previous_version_names(path, suffix, kept_apart)
-        long_name = too_long_for_suffix(path, suffix)
-        if path not in created and keep_backup(dest, kept, renamed):
-            versions.append((renamed, path))
-            if long_name:
-                warn(
-                    f"warning: {text_name(path)}: its name is too long for a backup suffix;"
-                    f" the version it replaced is recorded as {text_name(renamed)}"
-                )
-        moved = moved or (kept != path + suffix and path not in created)
+        if path not in created:
+            kept, renamed = previous_version_names(path, suffix, kept_apart)
+            moved = moved or kept != path + suffix
+            if keep_backup(dest, kept, renamed):
+                versions.append((renamed, path))
+                if too_long_for_suffix(path, suffix):
+                    warn(
+                        f"warning: {text_name(path)}: its name is too long for a backup"
+                        f" suffix; the version it replaced is recorded as {text_name(renamed)}"
+                    )
         versions.append((path, path))
     if moved:
         remove_empty_folders(dest, long_name_versions(suffix.removeprefix(".bak_")))
@@ -1083,10 +1126,10 @@ def build_records(conn, dest, versions, folders, cycle, warn, parsing=None):
             continue
         owner = user.uid if user else UNKNOWN_OWNER
         previous = known.get(text_name(source)) if filename != source else None
+        source_name = stated_source(text_name(filename), text_name(source))
         record = make_record(
-            filename, path, info, owner, cycle, warn, previous, parsed.get(filename)
+            filename, path, info, owner, cycle, warn, previous, parsed.get(filename), source_name
         )
-        record = record._replace(source=stated_source(record.filename, text_name(source)))
         # a new version whose graded cells came out as before (an autosave while typing)
         # leaves its problems rows as they are
         before = known.get(record.filename) if filename == source else None
