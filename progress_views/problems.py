@@ -175,9 +175,10 @@ def assignment_shown(assignment, shared):
     return OWN_NOTEBOOK
 
 
-def table_rows(rows, labels, shared, handle):
+def table_rows(rows, labels, shared, handles_of):
     """stuck_table's rows from class_at rows (a version's handle for a click, never a
-    uid)."""
+    uid; `handles_of(rowids)` makes them)."""
+    handles = handles_of([r["rowid"] for r in rows])
     return [
         {
             "student": labels[r["student"]],
@@ -186,10 +187,10 @@ def table_rows(rows, labels, shared, handle):
             "kind": r["kind"],
             "since": clock(r["since"]),
             "minutes": r["minutes"],
-            "rowid": handle(r["rowid"]),
+            "rowid": handle,
             "open": r["assignment"] if r["assignment"] in shared else "",
         }
-        for r in rows
+        for r, handle in zip(rows, handles)
     ]
 
 
@@ -403,7 +404,7 @@ def first_screen(data, controls, now=None):
     except data.errors as error:
         return "", "", [], str(error)
     labels = shown.labels({r["student"] for r in at.rows})
-    rows = table_rows(in_order(at.rows, shown.rank()), labels, shared, data.handle)
+    rows = table_rows(in_order(at.rows, shown.rank()), labels, shared, data.handles_of)
     note = data.people().problem
     return (
         status_text(at, shown.moment, minutes),
@@ -485,7 +486,7 @@ def stuck_download(data, controls, now=None):
     at = shown.class_at(controls.window())
     labels = shown.labels({r["student"] for r in at.rows})
     rows = table_rows(
-        in_order(at.rows, shown.rank()), labels, shown.shared_assignments(), data.handle
+        in_order(at.rows, shown.rank()), labels, shown.shared_assignments(), data.handles_of
     )
     frame = table_frame(rows, shown.moment)
     return dcc.send_data_frame(frame.to_csv, csv_name("stuck", shown.moment), index=False)

@@ -138,9 +138,10 @@ def version_options(data, history, student, selected, moment):
     version, else the state at M."""
     uid = students_of(data, history)[student]
     versions = history.versions[uid]
+    newest_first = versions[::-1]
     options = [
-        {"label": version_label(v, history.problems), "value": data.handle(v.rowid)}
-        for v in reversed(versions)
+        {"label": version_label(v, history.problems), "value": handle}
+        for v, handle in zip(newest_first, data.handles_of([v.rowid for v in newest_first]))
     ]
     rowid = selected_rowid(data, selected)
     if rowid not in {v.rowid for v in versions}:

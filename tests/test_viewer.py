@@ -661,7 +661,9 @@ def test_stuck_rows_name_no_private_notebook():
     ]
     rows = [{**r, "since": 0, "minutes": 1, "rowid": 1} for r in rows]
     labels = {"a": "student 1", "b": "student 2", "c": "student 3"}
-    shown = problems.table_rows(rows, labels, {"pl01.ipynb"}, str)
+    shown = problems.table_rows(
+        rows, labels, {"pl01.ipynb"}, lambda rowids: [str(r) for r in rowids]
+    )
     assert [(r["assignment"], r["problem"], r["open"]) for r in shown] == [
         ("pl01.ipynb", "p1", "pl01.ipynb"),
         (problems.OWN_NOTEBOOK, "", ""),
