@@ -113,6 +113,7 @@ CREATE TRIGGER IF NOT EXISTS summary_row_updated AFTER UPDATE ON summary BEGIN
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 LOOP_T_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")  # as TIME_FORMAT
 WAL_CHECKPOINT_PAGES = 8192  # 32 MB with 4 KB pages
+RECORDS_PER_WRITE = 256  # rows written at a time, while the next notebooks are parsed
 CHECKPOINTS_DIR = ".ipynb_checkpoints"
 # Where rsync_notebooks.py has rsync keep the previous version of a file whose name is too
 # long to get the suffix (`.long_name_versions/T/<path>`), until it is moved beside it.
@@ -689,85 +690,118 @@ def parse_each(paths):
 
 
 class Parsing:
-    """Notebooks parsed in forked worker processes while this one renames backups and
-    reads the database; `results()` adds this process's own share and collects the rest.
+    """Notebooks parsed in forked worker processes, one per core, while this one renames
+    backups, reads the database and records what is parsed already; `result(name)` gives
+    each notebook's parse_each result, the names asked for in the order they were given.
 
-    Parsing is most of a cycle's work, and the machine's other cores are idle once rsync
-    is done. A worker only reads notebooks and sends back marshal'd counts (it never uses
-    the database connection this process may hold, and leaves by os._exit); if one fails,
-    its share is parsed here instead. Few or small notebooks are parsed here only.
+    Parsing is most of a cycle's work, and the machine's cores are idle once rsync is done.
+    The names are cut into chunks of CHUNK, dealt in turn to the workers; a worker sends
+    each chunk's results as soon as it has them, so this process records the first
+    notebooks (and writes their rows) while the workers parse the next ones. A worker only
+    reads notebooks (it never uses the database connection this process may hold, and
+    leaves by os._exit); if one fails, the chunks it did not send are parsed here instead.
+    Few or small notebooks are parsed here only, when they are asked for.
     """
 
     MIN_BYTES = 2_000_000  # less than this is parsed faster than a fork is made
+    CHUNK = 32  # notebooks a worker parses before it sends their results
 
-    def __init__(self, dest, names, cores=None, replaced=0.0):
-        """`replaced`: the share of the notebooks that have a previous version, which this
-        process renames and looks up while the workers parse; it takes less to parse."""
-        self.names = names
-        self.paths = paths = [os.path.join(dest, name) for name in names]
-        self.workers = []  # (pid, pipe read end, [index into paths])
-        self.own = list(range(len(paths)))
+    def __init__(self, dest, names, cores=None):
+        self.paths = [os.path.join(dest, name) for name in names]
+        self.place = {name: i for i, name in enumerate(names)}
+        self.results = {}  # place: result, of the chunks received and not yet asked for
+        self.received = 0  # the chunks received so far, in order
+        self.workers = []  # chunk k is dealt to workers[k % len(workers)], None: parsed here
         cores = cores or min(len(os.sched_getaffinity(0)), 8)
-        if cores < 2:
+        starts = range(0, len(names), self.CHUNK)
+        if cores < 2 or not has_bytes(self.paths, self.MIN_BYTES):
             return
-        sizes = [file_size(path) for path in paths]
-        if sum(sizes) < self.MIN_BYTES:
-            return
-        own_weight = 1.0 - 0.5 * replaced
-        shares = split_by_size(sizes, [own_weight] + [1.0] * (cores - 1))
-        self.own = shares[0]
-        for share in filter(None, shares[1:]):
+        count = min(cores, len(starts))
+        for k in range(count):
             try:
-                self.workers.append(self.fork_worker(share))
-            except OSError:  # no fork possible now: that share is parsed here
-                self.own += share
+                self.workers.append(ParseWorker(self.paths, starts[k::count]))
+            except OSError:  # no fork possible now: its chunks are parsed here
+                self.workers.append(None)
 
-    def fork_worker(self, share):
+    def result(self, name):
+        """parse_each's result for `name`, or None for a name not given."""
+        place = self.place.get(name)
+        if place is None:
+            return None
+        while place not in self.results:
+            self.receive_chunk()
+        return self.results.pop(place)
+
+    def receive_chunk(self):
+        """Take in the next chunk's results: from the worker it was dealt to, or parsed here
+        when it has none (or it failed)."""
+        first = self.received * self.CHUNK
+        paths = self.paths[first : first + self.CHUNK]
+        worker = self.workers[self.received % len(self.workers)] if self.workers else None
+        results = worker.receive(len(paths)) if worker is not None else None
+        if results is None:
+            results = parse_each(paths)
+        self.results.update(zip(range(first, first + len(paths)), results))
+        self.received += 1
+
+    def close(self):
+        """Stop and reap the workers (any still parsing: after an error)."""
+        for worker in filter(None, self.workers):
+            worker.stop()
+
+
+class ParseWorker:
+    """A forked process that parses the chunks of `paths` that start at `starts`, in that
+    order, and sends each one's parse_each results (marshal'd, after their length) as soon
+    as it has them."""
+
+    def __init__(self, paths, starts):
         read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker: parse, send, exit without running any cleanup
+        self.pid = os.fork()
+        if self.pid == 0:  # the worker: parse, send, exit without running any cleanup
             code = 1
             try:
                 os.close(read_end)
-                data = marshal.dumps(parse_each([self.paths[i] for i in share]))
                 with open(write_end, "wb") as stream:
-                    stream.write(data)
+                    for start in starts:
+                        data = marshal.dumps(parse_each(paths[start : start + Parsing.CHUNK]))
+                        stream.write(len(data).to_bytes(8, "little") + data)
+                        stream.flush()
                 code = 0
             finally:
                 os._exit(code)
         os.close(write_end)
-        return pid, read_end, share
+        self.stream = open(read_end, "rb")
+        self.failed = False
 
-    def results(self):
-        """{name: parse_each's result}."""
-        results = [None] * len(self.paths)
-        for i, result in zip(self.own, parse_each([self.paths[i] for i in self.own])):
-            results[i] = result
-        while self.workers:
-            pid, read_end, share = self.workers.pop()
-            with open(read_end, "rb") as stream:
-                data = stream.read()
-            _, status = os.waitpid(pid, 0)
-            try:
-                values = marshal.loads(data) if status == 0 else None
-            except (EOFError, ValueError, TypeError):
-                values = None
-            if not isinstance(values, list) or len(values) != len(share):
-                values = parse_each([self.paths[i] for i in share])
-            for i, result in zip(share, values):
-                results[i] = result
-        return dict(zip(self.names, results))
+    def receive(self, count):
+        """The results of its next chunk, of `count` notebooks; None once it has failed."""
+        if self.failed:
+            return None
+        header = self.stream.read(8)
+        data = self.stream.read(int.from_bytes(header, "little")) if len(header) == 8 else b""
+        try:
+            values = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            values = None
+        if not isinstance(values, list) or len(values) != count:
+            self.failed = True
+            return None
+        return values
 
-    def close(self):
-        """Stop and reap any worker whose results were not collected (after an error)."""
-        while self.workers:
-            pid, read_end, _ = self.workers.pop()
-            os.close(read_end)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
+    def stop(self):
+        self.stream.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+
+
+def has_bytes(paths, size):
+    """True when the files at `paths` hold `size` bytes or more (a stat for each file
+    until they do)."""
+    return any(total >= size for total in itertools.accumulate(map(file_size, paths)))
 
 
 def file_size(path):
@@ -775,18 +809,6 @@ def file_size(path):
         return os.stat(path).st_size
     except OSError:
         return 0
-
-
-def split_by_size(sizes, weights):
-    """Indexes into `sizes` dealt into len(weights) shares of about weight-proportional
-    total size (largest first, each to the share furthest below its due)."""
-    shares = [[] for _ in weights]
-    loads = [0.0] * len(weights)
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        k = min(range(len(weights)), key=lambda k: (loads[k] + sizes[i]) / weights[k])
-        shares[k].append(i)
-        loads[k] += sizes[i]
-    return [sorted(share) for share in shares]
 
 
 # ---------------------------------------------------------------------------- applying a log
@@ -1106,13 +1128,12 @@ class Accounts:
 
 
 def build_records(conn, dest, versions, folders, cycle, warn, parsing=None):
-    """The Records of the versions to record; a previous version whose row the database
-    still holds under the current name is taken from there instead of parsed again, and
-    what `parsing` (a Parsing) has parsed is taken from it. A copy owned by a classmate
-    is removed, not recorded."""
+    """The Records of the versions to record, one by one in their order; a previous
+    version whose row the database still holds under the current name is taken from there
+    instead of parsed again, and what `parsing` (a Parsing) has parsed is taken from it.
+    A copy owned by a classmate is removed, not recorded."""
     known = recorded_versions(conn, [source for name, source in versions if name != source])
-    parsed = parsing.results() if parsing else {}
-    accounts, records = Accounts(), []
+    accounts = Accounts()
     for filename, source in versions:
         path = os.path.join(dest, filename)
         info = lstat_or_none(path)
@@ -1126,17 +1147,17 @@ def build_records(conn, dest, versions, folders, cycle, warn, parsing=None):
             continue
         owner = user.uid if user else UNKNOWN_OWNER
         previous = known.get(text_name(source)) if filename != source else None
+        parsed = parsing.result(filename) if parsing else None
         source_name = stated_source(text_name(filename), text_name(source))
         record = make_record(
-            filename, path, info, owner, cycle, warn, previous, parsed.get(filename), source_name
+            filename, path, info, owner, cycle, warn, previous, parsed, source_name
         )
         # a new version whose graded cells came out as before (an autosave while typing)
         # leaves its problems rows as they are
         before = known.get(record.filename) if filename == source else None
         if before is not None and before.problems == record.problems:
             record = record._replace(stored=True)
-        records.append(record)
-    return records
+        yield record
 
 
 def oversize_records(conn, sync_log, folders, cycle, taken, warn):
@@ -1188,30 +1209,43 @@ def apply_log(conn, log, dest, users, warn=None):
     cycle, folders = cycle_time(sync_log.suffix, log), user_folders(users)
     # the copies' parsing starts at once, the renames and the database reads go on meanwhile
     notebooks = [f for f in sync_log.files if f.endswith(".ipynb") and is_version(f)]
-    replaced = sum(f not in sync_log.created for f in notebooks) / max(len(notebooks), 1)
-    parsing = Parsing(dest, notebooks, replaced=replaced)
+    parsing = Parsing(dest, notebooks)
     try:
         versions = rename_backups(
             dest, sync_log.files, sync_log.suffix, sync_log.created, warn, bool(sync_log.folder)
         )
         records = build_records(conn, dest, versions, folders, cycle, warn, parsing)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            taken = set()
+            # the rows of the first records are written while the workers parse the next
+            for batch in batches(records, RECORDS_PER_WRITE):
+                write_records(conn, batch)
+                taken.update(record.filename for record in batch)
+            oversize, oversize_keys = oversize_records(conn, sync_log, folders, cycle, taken, warn)
+            write_records(conn, oversize)
+            write_oversize_files(conn, oversize_keys)
+            write_applied_log(conn, log, sync_log.suffix)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     finally:
         parsing.close()
-    taken = {record.filename for record in records}
-    oversize, oversize_keys = oversize_records(conn, sync_log, folders, cycle, taken, warn)
-    records += oversize
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        write_summary(conn, records)
-        write_problems(conn, records)
-        write_details(conn, records)
-        write_oversize_files(conn, oversize_keys)
-        write_applied_log(conn, log, sync_log.suffix)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(records)
+    return len(taken) + len(oversize)
+
+
+def batches(items, size):
+    """Lists of `size` items (the last one shorter) from the iterable `items`."""
+    items = iter(items)
+    return iter(lambda: list(itertools.islice(items, size)), [])
+
+
+def write_records(conn, records):
+    """The rows of `records` in summary, problems and version_details."""
+    write_summary(conn, records)
+    write_problems(conn, records)
+    write_details(conn, records)
 
 
 def restrict_to_instructor(db):

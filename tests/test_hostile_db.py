@@ -89,14 +89,18 @@ def test_one_odd_notebook_costs_only_that_file(hoge):
 
 def test_parse_workers_and_the_main_process_each_isolate_an_odd_notebook(tmp_path, monkeypatch):
     """The same isolation whichever process parses the file: a forked worker, or this one
-    (its own share, or a dead worker's)."""
+    (a dead worker's chunks)."""
     names = [f"n{i}.ipynb" for i in range(6)]
     for i, name in enumerate(names):
         write_json(tmp_path / name, ODD if i == 3 else one_ok())
     monkeypatch.setattr(md.Parsing, "MIN_BYTES", 0)
+    monkeypatch.setattr(md.Parsing, "CHUNK", 2)
     parsing = md.Parsing(str(tmp_path), names, cores=3)
-    assert parsing.workers  # some of the files go to forked workers
-    in_workers = parsing.results()
+    assert len(parsing.workers) == 3  # the files go to forked workers
+    try:
+        in_workers = {name: parsing.result(name) for name in names}
+    finally:
+        parsing.close()
     at_home = dict(zip(names, md.parse_each([tmp_path / name for name in names])))
     for results in (in_workers, at_home):
         assert isinstance(results["n3.ipynb"], str) and "TypeError" in results["n3.ipynb"]

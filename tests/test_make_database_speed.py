@@ -1,8 +1,14 @@
 """make_database.py's shortcuts for speed give the answers of the plain ways they replace."""
 
+import marshal
+import os
+import signal
 import time
+import types
 
 import pytest
+from conftest import rows, sync, write_json, write_text, write_users
+from demo_course import error_output, execute_result, grade_cell, notebook
 
 import make_database as md
 
@@ -38,3 +44,95 @@ def test_t_seconds_refuses_what_strptime_refuses(t):
         time.strptime(t, md.TIME_FORMAT)
     with pytest.raises(ValueError):
         md.t_seconds(t)
+
+
+def graded(*outcomes):
+    """A notebook with one graded code cell per outcome (`ok`, `error` or `empty`)."""
+    outputs = {"ok": [execute_result("1")], "error": [error_output("E", "x")], "empty": []}
+    return notebook(
+        [
+            grade_cell("" if o == "empty" else "x", f"q{i}", outputs[o])
+            for i, o in enumerate(outcomes)
+        ]
+    )
+
+
+def two_cycles(root):
+    """A course copied twice by the loop: the second cycle has new versions whose graded
+    cells changed, an autosave whose cells did not, a notebook become unreadable, a new
+    file. The logs, oldest first."""
+    write_users(root / "users.csv", [("a", "class/a"), ("b", "class/b")])
+    for uid in "ab":
+        for i in range(6):
+            write_json(root / f"class/{uid}/nb{i}.ipynb", graded("ok", "error", "empty"), 1e9)
+        write_text(root / f"class/{uid}/notes.txt", "x", 1e9)
+    sync(root)
+    time.sleep(1.1)  # the next cycle's T
+    write_json(root / "class/a/nb0.ipynb", graded("ok", "ok", "empty"), 1.1e9)
+    write_json(root / "class/a/nb1.ipynb", graded("ok", "error", "empty") | {"x": 1}, 1.1e9)
+    write_text(root / "class/b/nb2.ipynb", '{"cells": [', 1.1e9)
+    write_json(root / "class/b/new.ipynb", graded("error"), 1.1e9)
+    sync(root)
+    return sorted((root / "sync_logs").iterdir())
+
+
+def recorded(db):
+    """Every table's rows, with the rowids that the viewer follows; problems in rowid order."""
+    return [
+        rows(db, "SELECT rowid, * FROM summary ORDER BY rowid"),
+        rows(db, "SELECT rowid, * FROM version_details ORDER BY rowid"),
+        rows(db, "SELECT rowid, * FROM summary_changes ORDER BY rowid"),
+        rows(db, "SELECT rowid, * FROM applied_logs ORDER BY rowid"),
+        rows(db, "SELECT filename, grade_id, result FROM problems ORDER BY rowid"),
+    ]
+
+
+def test_rows_written_while_workers_parse_equal_rows_written_at_once(tmp_path, monkeypatch):
+    """Do the logs give the same rows whether the workers parse one notebook at a time and
+    each record is written on its own, or everything is parsed here and written at once?"""
+    logs = two_cycles(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    users = md.read_users_csv("users.csv")
+    databases = []
+    for chunk, batch, min_bytes in ((1, 1, 0), (10**6, 10**6, 10**12)):
+        monkeypatch.setattr(md.Parsing, "CHUNK", chunk)
+        monkeypatch.setattr(md.Parsing, "MIN_BYTES", min_bytes)
+        monkeypatch.setattr(md, "RECORDS_PER_WRITE", batch)
+        databases.append(tmp_path / f"chunk{chunk}.sqlite")
+        conn = md.connect(databases[-1])
+        try:
+            for log in logs:
+                md.apply_log(conn, log, "sync_dest", users, warn=lambda message: None)
+        finally:
+            conn.close()
+    by_chunks, at_once = map(recorded, databases)
+    assert by_chunks == at_once
+    assert len(by_chunks[0]) == 2 * 7 + 3 + 1  # two copies, three backups, one new file
+
+
+def test_a_worker_that_dies_halfway_leaves_the_rest_to_this_process(tmp_path, monkeypatch):
+    """Does a worker that dies after sending its first chunk cost nothing: every notebook
+    still gets its own result, the rest being parsed here?"""
+    names = [f"n{i}.ipynb" for i in range(12)]
+    for i, name in enumerate(names):
+        write_json(tmp_path / name, graded(*["ok", "error", "empty"][: i % 3 + 1]))
+    sent = []
+
+    def dumps_then_die(value):
+        if sent:  # the second chunk: the OOM killer, say
+            os.kill(os.getpid(), signal.SIGKILL)
+        sent.append(value)
+        return marshal.dumps(value)
+
+    monkeypatch.setattr(md.Parsing, "MIN_BYTES", 0)
+    monkeypatch.setattr(md.Parsing, "CHUNK", 2)
+    monkeypatch.setattr(
+        md, "marshal", types.SimpleNamespace(dumps=dumps_then_die, loads=marshal.loads)
+    )
+    parsing = md.Parsing(str(tmp_path), names, cores=2)
+    try:
+        results = [parsing.result(name) for name in names]
+        assert [worker.failed for worker in parsing.workers] == [True, True]
+    finally:
+        parsing.close()
+    assert results == md.parse_each([tmp_path / name for name in names])

@@ -412,9 +412,12 @@ def test_a_parse_worker_that_dies_costs_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(md, "marshal", types.SimpleNamespace(dumps=die, loads=marshal.loads))
     parsing = md.Parsing(str(tmp_path), names, cores=3)
-    assert len(parsing.workers) == 2 and len(parsing.own) < len(names)
-    assert parsing.results() == serial
-    assert parsing.workers == []
+    try:
+        assert len(parsing.workers) == 3
+        assert {name: parsing.result(name) for name in names} == serial
+        assert all(worker.failed for worker in parsing.workers)
+    finally:
+        parsing.close()
 
 
 # ---------------------------------------------------------------------------- users.csv
