@@ -374,8 +374,10 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
         carried = [
             (i, column_of[g]) for i, g in enumerate(previous.table.columns) if g in column_of
         ]
-        if carried:
-            source, target = zip(*carried)
+        source, target = zip(*carried) if carried else ((), ())
+        if source == target == tuple(range(len(source))):  # the usual case: all, in place
+            results[kept, : len(source)] = previous.table.results[old[kept], : len(source)]
+        elif carried:
             results[np.ix_(kept, target)] = previous.table.results[old[kept]][:, source]
     for row, outcomes in fresh:
         for grade_id, result in outcomes.items():
@@ -400,7 +402,7 @@ def reused_rows(previous, rowid):
     old = np.full(len(rowid), -1, dtype=np.int64)
     if previous is None or not len(previous.table.rowid) or not len(rowid):
         return old
-    sorter = np.argsort(previous.table.rowid)
+    sorter = np.argsort(previous.table.rowid, kind="stable")  # timsort: nearly in order
     places = np.searchsorted(previous.table.rowid, rowid, sorter=sorter)
     candidates = sorter[np.minimum(places, len(sorter) - 1)]
     found = previous.table.rowid[candidates] == rowid

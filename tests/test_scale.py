@@ -193,6 +193,44 @@ def test_histories_kept_across_cycles_equal_fresh_ones(term):
     assert data.catalogs.full_reads == 1
 
 
+def test_after_a_cycle_only_the_changed_assignments_history_is_read_and_new_files_show(term):
+    """A cycle where one student saves one assignment and starts a new notebook: the other
+    assignment's History is the one kept, the changed one equals a fresh read, and the new
+    notebook is listed and found by the path regexp (what is kept per set of sources is
+    made again when a source comes)."""
+    root, cycle = term
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(root / "sync.sqlite"),
+        "USERS_CSV": str(root / "users.csv"),
+        "ACCESS_DB": private_access_db(),
+        "PASSWD": "pw",
+    }
+    data = Data(settings, access.PasswordGate(settings))
+    for minute in (0, 30):
+        cycle(minute)
+    before = data.histories()
+    assert len(before) == 2
+    search = activity.Filters(path_re="scratch", password="pw")
+    assert activity.graph(data, search)[1] == "0 rows"
+    changed, untouched = sorted(before)
+    folder = root / data.people().by_uid["u001"].notebooks
+    answer = notebook([grade_cell("x = 1", "p1_1", [execute_result("1")])])
+    write_json(folder / changed, answer, time.time())
+    write_json(folder / "extra" / "scratch.ipynb", notebook([]), time.time())
+    sync(root)
+    after = data.histories()
+    assert after[untouched] is before[untouched]
+    fresh = Data(settings, access.PasswordGate(settings))
+    assert after[changed].versions == fresh.history(changed).versions
+    assert after[changed].versions["u001"] != before[changed].versions["u001"]
+    figure = activity.graph(data, search)[0]
+    assert [label.split()[0] for label in figure["layout"]["yaxis"]["ticktext"]] == [
+        "extra/scratch.ipynb"
+    ]
+    assert data.catalogs.full_reads == 1
+
+
 # ---------------------------------------------------------------------------- version_details
 
 
