@@ -398,7 +398,7 @@ def student_symlink(path):
             info = os.lstat(prefix)
         except OSError:
             return ""
-        if os.path.islink(prefix) and info.st_uid != 0:
+        if stat.S_ISLNK(info.st_mode) and info.st_uid != 0:
             return prefix
     return ""
 
