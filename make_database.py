@@ -1105,7 +1105,7 @@ def recorded_versions(conn, filenames):
     }
     problems = conn.execute(
         "SELECT filename, grade_id, result FROM problems"
-        " WHERE filename IN (SELECT value FROM json_each(?)) ORDER BY rowid",
+        " WHERE filename IN (SELECT value FROM json_each(?)) ORDER BY filename, rowid",
         (names,),
     )
     for filename, grade_id, result in problems:
