@@ -39,7 +39,7 @@ from dash import Input, Output, dcc, html
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import make_database  # noqa: E402  (the version string)
-from progress_views import access, activity, moment, problems, version  # noqa: E402
+from progress_views import access, activity, moment, problems, snapshot, version  # noqa: E402
 from progress_views.data import Data  # noqa: E402
 from progress_views.widgets import (  # noqa: E402
     ERROR_STYLE,
@@ -214,7 +214,8 @@ def create_app(settings):
         update_title=None,
         assets_folder=os.path.join(HERE, "progress_views", "assets"),
     )
-    data = Data(settings, access.PasswordGate(settings), access.client_address)
+    store = snapshot.Store.for_settings(settings)
+    data = Data(settings, access.PasswordGate(settings), access.client_address, store)
     app.layout = lambda: make_layout(settings)
     register_page(app, data)
     moment.register(app, data)

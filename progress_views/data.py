@@ -189,20 +189,30 @@ SOURCE_PARAMS = (make_database.BACKUP_GLOB, make_database.BACKUP_MARK_LENGTH + l
 @dataclass
 class Mark:
     """Where a read of the database stopped: its file, the highest summary rowid and the
-    last summary_changes entry (None: the database has no summary_changes)."""
+    last summary_changes entry (None: the database has no summary_changes), and the rowid
+    that entry names (-1: none), which a database that continues this one still has."""
 
     inode: int
     rowid: int
     change: object
     columns: frozenset  # version_details' columns
+    tail: int = -1
 
 
 def read_mark(conn, inode):
     rowid = conn.execute("SELECT coalesce(max(rowid), 0) FROM summary").fetchone()[0]
-    change = None
+    change, tail = None, -1
     if has_changes_log(conn):
         change = conn.execute("SELECT coalesce(max(id), 0) FROM summary_changes").fetchone()[0]
-    return Mark(inode, rowid, change, frozenset(details_columns(conn)))
+        tail = journal_entry(conn, change)
+    return Mark(inode, rowid, change, frozenset(details_columns(conn)), tail)
+
+
+def journal_entry(conn, change):
+    """The rowid summary_changes entry `change` names (-1: no such entry)."""
+    found = conn.execute("SELECT summary_rowid FROM summary_changes WHERE id = ?", (change,))
+    row = found.fetchone()
+    return -1 if row is None or row[0] is None else row[0]
 
 
 @dataclass
@@ -549,7 +559,10 @@ def read_catalog(db, key, previous=None, lineage=0):
     try:
         conn.execute("BEGIN")  # one snapshot for every query below
         mark = read_mark(conn, key[0][0])
-        if not follows(previous, mark):
+        if (
+            not follows(previous, mark)
+            or journal_entry(conn, previous.mark.change) != previous.mark.tail
+        ):
             numbering = Numbering()
             rows = read_rows(conn, mark.columns, ALL_ROWS, numbering)
             return full_catalog(rows, numbering, key, mark, lineage)
@@ -575,20 +588,31 @@ def release_freed_memory():
 
 
 class CatalogCache:
-    """The catalog of the database as it is now, updated after each commit."""
+    """The catalog of the database as it is now, updated after each commit; with a
+    `store` (snapshot.Store), the first one is the catalog saved by an earlier viewer,
+    followed from there, and catalogs are saved for the next start."""
 
-    def __init__(self):
+    def __init__(self, store=None):
         self.current = None
+        self.lineages = 0  # numbers given to catalogs read in full (or loaded from store)
         self.full_reads = 0
         self.lock = threading.Lock()
+        self.store = store
 
     def get(self, db):
         key = database_key(db)
         with self.lock:
+            if self.current is None and self.store is not None:
+                self.current = self.store.load(self.lineages + 1)
+                self.lineages += self.current is not None
             if self.current is None or self.current.key != key:
-                catalog = read_catalog(db, key, self.current, self.full_reads + 1)
-                self.full_reads = catalog.lineage
+                catalog = read_catalog(db, key, self.current, self.lineages + 1)
+                full = catalog.lineage == self.lineages + 1
+                self.lineages += full
+                self.full_reads += full
                 self.current = catalog
+                if self.store is not None:
+                    self.store.keep(catalog, full)
                 release_freed_memory()  # the arrays the previous catalog had
             return self.current
 
@@ -685,13 +709,13 @@ class Data:
 
     errors = (DatabaseMissing, sqlite3.Error)
 
-    def __init__(self, settings, gate, client_address=lambda: "?"):
+    def __init__(self, settings, gate, client_address=lambda: "?", store=None):
         self.settings = settings
         self.attrs = list(settings["USER_ATTRS"])
         self.public_attrs = list(settings.get("PUBLIC_ATTRS", []))
         self.gate = gate
         self.client_address = client_address
-        self.catalogs = CatalogCache()
+        self.catalogs = CatalogCache(store)  # store: a snapshot.Store, or None
         self.users = PeopleCache()
         self.earlier = Earlier()  # the last History read of each assignment
         self.by_sources = LRU()  # memo_sources

@@ -15,7 +15,7 @@ from conftest import private_access_db, rows, sync, write_json, write_users
 from demo_course import execute_result, grade_cell, notebook
 
 import progress_viewer as pv
-from progress_views import access, activity
+from progress_views import access, activity, snapshot
 from progress_views.data import CatalogCache, Data, database_key, read_catalog
 
 MINUTE = 60
@@ -229,6 +229,55 @@ def test_after_a_cycle_only_the_changed_assignments_history_is_read_and_new_file
         "extra/scratch.ipynb"
     ]
     assert data.catalogs.full_reads == 1
+
+
+def test_a_viewer_starts_from_the_catalog_an_earlier_one_saved(term):
+    """The first viewer reads the database in full and saves its catalog (private); the
+    next one starts from it, reads only what changed since, and sees what a full read
+    gives, before and after more cycles; a saved catalog of another database file, or a
+    damaged one, is not used."""
+    root, cycle = term
+    db = str(root / "sync.sqlite")
+    path = str(root / "viewer-catalog.npz")
+    for minute in (0, 10):
+        cycle(minute)
+    first = CatalogCache(snapshot.Store(path))
+    assert seen(first.get(db)) == seen(full_read(db)) and first.full_reads == 1
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    for minute in (20, 30):
+        cycle(minute)
+    second = CatalogCache(snapshot.Store(path))
+    assert seen(second.get(db)) == seen(full_read(db)) and second.full_reads == 0
+    cycle(40)
+    assert seen(second.get(db)) == seen(full_read(db)) and second.full_reads == 0
+    shutil.copy(db, db + ".copy")  # the database rebuilt: another file
+    os.replace(db + ".copy", db)
+    third = CatalogCache(snapshot.Store(path))
+    assert seen(third.get(db)) == seen(full_read(db)) and third.full_reads == 1
+    with open(path, "r+b") as stream:
+        stream.seek(100)
+        stream.write(b"damaged" * 10)
+    fourth = CatalogCache(snapshot.Store(path))
+    assert seen(fourth.get(db)) == seen(full_read(db)) and fourth.full_reads == 1
+
+
+def test_a_saved_catalog_of_a_database_whose_journal_differs_is_not_followed(term):
+    """Another database in the same file with counters as high: the journal entry the
+    saved catalog ended at names another row, so the database is read in full."""
+    root, cycle = term
+    db = str(root / "sync.sqlite")
+    path = str(root / "viewer-catalog.npz")
+    for minute in (0, 10, 20):
+        cycle(minute)
+    CatalogCache(snapshot.Store(path)).get(db)
+    conn = sqlite3.connect(db)  # the same file made another database, its journal too
+    conn.execute("DROP TRIGGER summary_row_updated")
+    conn.execute("UPDATE summary SET t = '2001-01-01T00:00:00'")
+    conn.execute("UPDATE summary_changes SET summary_rowid = summary_rowid + 1000")
+    conn.commit()
+    conn.close()
+    followed = CatalogCache(snapshot.Store(path))
+    assert seen(followed.get(db)) == seen(full_read(db)) and followed.full_reads == 1
 
 
 # ---------------------------------------------------------------------------- version_details
