@@ -442,6 +442,32 @@ def parse_log(lines):
         created directory sync_dest
     Only regular files (`f` in the second character of %i) are copies.
     """
+    suffix, folder, lines = log_header(lines)
+    files, seen, created, oversize = [], set(), set(), []
+    for path, copied, new in log_entries(lines, folder):
+        if not copied:
+            if path not in oversize:
+                oversize.append(path)
+        elif path not in seen:
+            seen.add(path)
+            files.append(path)
+            if new:
+                created.add(path)
+        elif not new:  # listed twice (overlapping folders): trust the file over the flag
+            created.discard(path)
+    return SyncLog(suffix, files, created, oversize, folder)
+
+
+def lists_files(lines):
+    """True when parse_log(lines) would list a file, copied or over --max-size; it reads
+    no further than the first."""
+    _, folder, lines = log_header(lines)
+    return next(log_entries(lines, folder), None) is not None
+
+
+def log_header(lines):
+    """(suffix, folder, the lines after them) of a sync log's lines: the suffix of its first
+    line `suffix=.bak_T`, and a host's log's folder from its second line (log_folder)."""
     lines = iter(lines)
     first = next(lines, "").rstrip("\r\n")
     if not first.startswith("suffix="):
@@ -453,37 +479,32 @@ def parse_log(lines):
     folder = log_folder(second)
     if not folder:
         lines = itertools.chain([second], lines)
-    files, seen, created, oversize = [], set(), set(), []
+    return suffix, folder, lines
+
+
+def log_entries(lines, folder=""):
+    """(path, copied, new) for each of a log's lines (after its header) that names a file
+    under the destination: one rsync copied (`new` when it created it: `>f+++++++++`), or
+    one it left out for being over --max-size (copied False)."""
     for line in lines:
         line = line.rstrip("\n")
         match = ITEMIZE_RE.match(line)
         if not match:
             skipped = OVERSIZE_RE.match(line)
             path = log_name(skipped.group(1), folder) if skipped else ""
-            if path and path not in oversize:
-                oversize.append(path)
-            continue
-        if match.group(1)[1] != "f":
-            continue
-        new = match.group(1)[2:] == "+" * 9
-        path = log_name(match.group(2), folder)
-        if not path:
-            continue
-        if path not in seen:
-            seen.add(path)
-            files.append(path)
-            if new:
-                created.add(path)
-        elif not new:  # listed twice (overlapping folders): trust the file over the flag
-            created.discard(path)
-    return SyncLog(suffix, files, created, oversize, folder)
+            if path:
+                yield path, False, False
+        elif match.group(1)[1] == "f":
+            path = log_name(match.group(2), folder)
+            if path:
+                yield path, True, match.group(1)[2:] == "+" * 9
 
 
-def read_log(path):
-    """parse_log of a log file; names are kept as the bytes rsync wrote."""
+def read_log(path, parse=parse_log):
+    """parse_log (or `parse`) of a log file; names are kept as the bytes rsync wrote."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as stream:
-            return parse_log(stream)
+            return parse(stream)
     except OSError as error:
         raise LogError(f"{path}: cannot read log ({error.strerror})") from None
     except LogError as error:

@@ -916,8 +916,7 @@ def log_lists_files(log):
     """True when the log lists a file to record: one rsync copied, or one it left out for
     being over --max-size (make_database.py records that it changed)."""
     try:
-        sync_log = make_database.read_log(log)
-        return bool(sync_log.files or sync_log.oversize)
+        return make_database.read_log(log, make_database.lists_files)
     except make_database.LogError as error:
         print(f"error: {error}", file=sys.stderr)
         return False

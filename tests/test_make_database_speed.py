@@ -136,3 +136,22 @@ def test_a_worker_that_dies_halfway_leaves_the_rest_to_this_process(tmp_path, mo
     finally:
         parsing.close()
     assert results == md.parse_each([tmp_path / name for name in names])
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [],
+        ["created directory sync_dest\n", "cd+++++++++|hoge/a/notebooks/|\n"],
+        ["cL+++++++++|hoge/a/notebooks/link -> x|\n", ">f+++++++++|../x|\n"],
+        ["cd+++++++++|hoge/a/|\n", ">f.st......|hoge/a/notebooks/nb.ipynb|\n"],
+        ["hoge/a/notebooks/big.ipynb is over max-size\n"],
+    ],
+)
+@pytest.mark.parametrize("folder", ["", "folder=node1/\n"])
+def test_lists_files_says_what_parse_log_lists(lines, folder):
+    """Does the loop's look at a log (does it name a file to record?) agree with the log
+    read in full?"""
+    log = ["suffix=.bak_2021-10-17T18:26:14\n", *([folder] if folder else []), *lines]
+    sync_log = md.parse_log(log)
+    assert md.lists_files(log) == bool(sync_log.files or sync_log.oversize)
