@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
+from contextlib import closing
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -539,16 +540,19 @@ def changed_rowids(conn, since):
     return np.unique(np.array([row[0] for row in found], dtype=np.int64))
 
 
-def follows(previous, mark):
-    """True when the database read now continues the one `previous` was read from."""
+def continues(conn, previous, mark):
+    """True when the database read now (at `mark`, through `conn`) continues the one a
+    read stopped at `previous` (a Mark, or None) in: the same file, counters not gone back,
+    and the journal entry that read ended at still the same (not another database)."""
     return (
         previous is not None
-        and previous.mark.inode == mark.inode
-        and previous.mark.change is not None
+        and previous.inode == mark.inode
+        and previous.change is not None
         and mark.change is not None
-        and mark.rowid >= previous.mark.rowid
-        and mark.change >= previous.mark.change
-        and mark.columns == previous.mark.columns
+        and mark.rowid >= previous.rowid
+        and mark.change >= previous.change
+        and mark.columns == previous.columns
+        and journal_entry(conn, previous.change) == previous.tail
     )
 
 
@@ -559,10 +563,7 @@ def read_catalog(db, key, previous=None, lineage=0):
     try:
         conn.execute("BEGIN")  # one snapshot for every query below
         mark = read_mark(conn, key[0][0])
-        if (
-            not follows(previous, mark)
-            or journal_entry(conn, previous.mark.change) != previous.mark.tail
-        ):
+        if not continues(conn, previous and previous.mark, mark):
             numbering = Numbering()
             rows = read_rows(conn, mark.columns, ALL_ROWS, numbering)
             return full_catalog(rows, numbering, key, mark, lineage)
@@ -715,7 +716,8 @@ class Data:
         self.public_attrs = list(settings.get("PUBLIC_ATTRS", []))
         self.gate = gate
         self.client_address = client_address
-        self.catalogs = CatalogCache(store)  # store: a snapshot.Store, or None
+        self.store = store  # a snapshot.Store, or None
+        self.catalogs = CatalogCache(store)
         self.users = PeopleCache()
         self.earlier = Earlier()  # the last History read of each assignment
         self.by_sources = LRU()  # memo_sources
@@ -775,8 +777,13 @@ class Data:
         return histories[assignment]
 
     def histories(self):
-        """{assignment: History} of every assignment."""
-        return {assignment: self.history(assignment) for assignment in self.assignments()}
+        """{assignment: History} of every assignment (saved for the next start, when there
+        is a store and what it holds is not recent)."""
+        histories = {assignment: self.history(assignment) for assignment in self.assignments()}
+        if self.store is not None:
+            entries = {a: self.earlier[a] for a in histories if a in self.earlier}
+            self.store.keep_histories(self.catalog().mark, entries)
+        return histories
 
     def saves(self):
         """model.Saves: when each student saved anything at all (any file)."""
@@ -807,6 +814,7 @@ class Data:
         if self.earlier.lineage != catalog.lineage:
             self.earlier.clear()
             self.earlier.lineage = catalog.lineage
+            self.earlier.update(self.saved_histories(catalog.mark))
         previous, previous_rows = self.earlier.get(assignment, (None, None))
         if previous is not None and previous_rows.same(read_from):
             return previous
@@ -827,6 +835,15 @@ class Data:
         self.earlier[assignment] = history, read_from
         release_freed_memory()  # what reading it, or the History it replaces, took
         return history
+
+    def saved_histories(self, mark):
+        """{assignment: (History, HistoryRows)} the store saved from this database (at or
+        before `mark`), or none."""
+        saved = self.store.load_histories(self.file_names) if self.store is not None else None
+        if saved is None:
+            return {}
+        with closing(self.connect()) as conn:
+            return saved[1] if continues(conn, saved[0], mark) else {}
 
     # -- names
 

@@ -1,111 +1,117 @@
-"""The catalog kept on disk between starts of the viewer.
+"""The catalog and the histories kept on disk between starts of the viewer.
 
 A full read of a term's database (1M summary rows) takes the viewer 5-10 s: SQLite hands
-every row to Python. So after a full read, and again once the database has moved on by
-REWRITE_AFTER rows, the catalog's arrays are saved beside ACCESS_DB (mode 0600: they name
-students' files), and a viewer that starts (a restart, each new gunicorn worker) loads
-them in a fraction of a second and reads only what changed since, through
-summary_changes, as after any commit. The saved catalog is a cache, never the truth: one
-of another database, of another format, or unreadable is ignored (the database is read in
-full, as without it), and data.read_catalog checks that the database still continues it.
+every row to Python; reading every assignment's History (6M problems rows) 15-20 s more.
+So after a full read, and again once the database has moved on by REWRITE_AFTER rows, the
+catalog's arrays and the histories' tables are saved beside ACCESS_DB (mode 0600: they
+name students' files), and a viewer that starts (a restart, each new gunicorn worker)
+loads them in a fraction of a second and reads only what changed since, through
+summary_changes, as after any commit. What is saved is a cache, never the truth: one of
+another database, of another format, or unreadable is ignored (the database is read as
+without it), and the data layer checks that the database still continues the one it was
+saved from (data.continues).
 
-    Store(path)                 what data.CatalogCache loads its first catalog from and
-                                saves catalogs to (Store.for_settings: beside ACCESS_DB)
-    save(path, catalog)         write one (atomically; errors are the caller's)
-    load(path, lineage)         the saved Catalog, or None
+    Store(stem)                 the files `<stem>catalog.npz` and `<stem>histories.npz`
+                                (Store.for_settings: beside ACCESS_DB)
+    store.load(lineage), store.keep(catalog, full)          the catalog
+    store.load_histories(file_names), store.keep_histories(mark, entries)   the histories
 """
 
+import json
 import logging
 import os
 import zipfile
+from contextlib import suppress
 
 import numpy as np
 
-from progress_views import access, data
+from progress_views import access, data, model
 
-FORMAT = 1
-REWRITE_AFTER = 100_000  # rows added or replaced since the snapshot before it is written again
-NAMES_SEPARATOR = "\0"  # never in a path or a uid read from the database's text
+FORMAT = 2
+# what reading a file that is not one this viewer wrote can raise: it is then not used
+UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
+REWRITE_AFTER = 100_000  # rows added or replaced since a file was saved before it is again
 LOG = logging.getLogger("progress_viewer")
 
 
 class Store:
-    """The snapshot file of one deployment, as data.CatalogCache uses it."""
+    """The saved catalog and histories of one deployment's database."""
 
-    def __init__(self, path):
-        self.path = path
-        self.mark = None  # of the catalog last saved or loaded
+    def __init__(self, stem):
+        self.catalog_path = stem + "catalog.npz"
+        self.histories_path = stem + "histories.npz"
+        self.marks = {}  # file -> the Mark of what it holds now (when known)
         self.problem = ""  # why the last save failed
 
     @classmethod
     def for_settings(cls, settings):
-        return cls(access.access_db_path(settings) + "-catalog.npz")
+        return cls(access.access_db_path(settings) + "-")
 
     def load(self, lineage):
-        catalog = load(self.path, lineage)
-        self.mark = catalog.mark if catalog is not None else None
+        """The saved Catalog (its key unknown: to be followed, never served as it is), or
+        None when there is none this viewer can read."""
+        catalog = None
+        with suppress(*UNREADABLE):
+            catalog = catalog_of(read(self.catalog_path), lineage)
+        self.marks[self.catalog_path] = None if catalog is None else catalog.mark
         return catalog
 
     def keep(self, catalog, full):
-        """Save `catalog` after a full read, or when the snapshot is REWRITE_AFTER rows
-        behind it; a failure is logged once and kept in `problem` (the viewer goes on)."""
-        if not full and self.mark is not None and behind(self.mark, catalog.mark) < REWRITE_AFTER:
+        """Save `catalog` after a full read, or when the saved one is REWRITE_AFTER rows
+        behind it."""
+        if self.due(self.catalog_path, catalog.mark, full):
+            self.save(self.catalog_path, catalog.mark, catalog_arrays(catalog))
+
+    def load_histories(self, file_names):
+        """(Mark, {assignment: (History, data.HistoryRows)}) saved, or None."""
+        with suppress(*UNREADABLE):
+            stored = read(self.histories_path)
+            mark = mark_of(stored["mark"], frozenset(from_array(stored["columns"])))
+            count = int(stored["histories"][0])
+            entries = dict(history_of(stored, f"h{n}_", file_names) for n in range(count))
+            self.marks[self.histories_path] = mark
+            return mark, entries
+        return None
+
+    def keep_histories(self, mark, entries):
+        """Save {assignment: (History, data.HistoryRows)} read at `mark` when none is
+        saved yet or the saved ones are REWRITE_AFTER rows behind."""
+        if not self.due(self.histories_path, mark, False):
             return
+        arrays = {"mark": mark_array(mark), "columns": as_array(sorted(mark.columns))}
+        arrays["histories"] = np.array([len(entries)])
+        for n, (history, rows) in enumerate(entries.values()):
+            arrays.update(history_arrays(f"h{n}_", history, rows))
+        self.save(self.histories_path, mark, arrays)
+
+    def due(self, path, mark, full):
+        """True when `path` is to be saved: after a full read, when it holds nothing
+        known, or what it holds is REWRITE_AFTER rows behind `mark`."""
+        saved = self.marks.get(path)
+        return full or saved is None or behind(saved, mark) >= REWRITE_AFTER
+
+    def save(self, path, mark, arrays):
+        """write(); a failure is logged once and kept in `problem` (the viewer goes on
+        without)."""
         try:
-            save(self.path, catalog)
-            self.mark, self.problem = catalog.mark, ""
+            write(path, arrays)
+            self.marks[path], self.problem = mark, ""
         except OSError as error:
-            problem = (
-                f"cannot save the catalog to {self.path} (the next start reads the"
-                f" database in full): {error}"
-            )
+            problem = f"cannot save {path} (the next start reads the database instead): {error}"
             if problem != self.problem:
                 LOG.warning("%s", problem)
             self.problem = problem
 
 
-def joined(names):
-    return np.frombuffer(NAMES_SEPARATOR.join(names).encode("utf-8", "surrogatepass"), np.uint8)
-
-
-def split(array):
-    text = array.tobytes().decode("utf-8", "surrogatepass")
-    return text.split(NAMES_SEPARATOR) if text else []
-
-
-def save(path, catalog):
-    """Write `catalog` to `path`: a private temporary file renamed over it."""
-    numbering, mark, saved = catalog.numbering, catalog.mark, catalog.saved
-    uids = list(saved.times)
-    empty = np.empty(0, dtype=np.int64)
-    arrays = {
-        "format": np.array([FORMAT]),
-        "src": catalog.src,
-        "t": catalog.t.astype(np.int64),
-        "rowid": catalog.rowid,
-        "counts": catalog.counts,
-        "order": catalog.order,
-        "sources": joined(numbering.sources),
-        "source_owner": joined(numbering.source_owner),
-        "owners": joined(numbering.owners),
-        "columns": joined(sorted(mark.columns)),
-        "mark": np.array(
-            [mark.inode, mark.rowid, -1 if mark.change is None else mark.change, mark.tail],
-            dtype=np.int64,
-        ),
-        "saved_uids": joined(uids),
-        "saved_lengths": np.array([len(saved.times[u]) for u in uids], dtype=np.int64),
-        "saved_times": np.concatenate([saved.times[u] for u in uids]) if uids else empty,
-        "saved_rowids": np.concatenate([saved.rowids[u] for u in uids]) if uids else empty,
-        "by_rowid": saved.by_rowid,
-        "owner_of": saved.owner_of,
-    }
+def write(path, arrays):
+    """Write `arrays` (and the FORMAT) to `path`: a private temporary file renamed over
+    it."""
     temporary = f"{path}.{os.getpid()}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(descriptor, 0o600)  # a file left by a crash keeps its mode otherwise
         with os.fdopen(descriptor, "wb") as stream:
-            np.savez(stream, **arrays)
+            np.savez(stream, format=np.array([FORMAT]), **arrays)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -113,41 +119,90 @@ def save(path, catalog):
         raise
 
 
-def load(path, lineage):
-    """The Catalog saved at `path` (its key unknown: it is to be followed, never served
-    as it is), or None when there is none that this viewer can read."""
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            if stored["format"].tolist() != [FORMAT]:
-                return None
-            return catalog_of(dict(stored.items()), lineage)
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
-        return None
+def read(path):
+    """{name: array} saved at `path` by write(); UNREADABLE errors for none, another
+    FORMAT or a damaged file."""
+    with np.load(path, allow_pickle=False) as stored:
+        if stored["format"].tolist() != [FORMAT]:
+            raise ValueError(f"{path} is not of format {FORMAT}")
+        return dict(stored.items())
+
+
+def as_array(value):
+    """A list (of strings, numbers, None, lists) as a numpy array npz can keep without
+    pickling: its JSON."""
+    return np.frombuffer(json.dumps(value).encode(), np.uint8)
+
+
+def from_array(array):
+    return json.loads(array.tobytes().decode())
+
+
+def mark_array(mark):
+    change = -1 if mark.change is None else mark.change
+    return np.array([mark.inode, mark.rowid, change, mark.tail], dtype=np.int64)
+
+
+def mark_of(array, columns):
+    inode, rowid, change, tail = array.tolist()
+    return data.Mark(inode, rowid, None if change < 0 else change, columns, tail)
+
+
+def behind(saved, mark):
+    """How many rows the database has moved on since `saved` (roughly)."""
+    return (mark.rowid - saved.rowid) + ((mark.change or 0) - (saved.change or 0))
+
+
+# ---------------------------------------------------------------------------- the catalog
+
+
+def catalog_arrays(catalog):
+    numbering, saved = catalog.numbering, catalog.saved
+    uids = list(saved.times)
+    empty = np.empty(0, dtype=np.int64)
+    return {
+        "src": catalog.src,
+        "t": catalog.t.astype(np.int64),
+        "rowid": catalog.rowid,
+        "counts": catalog.counts,
+        "order": catalog.order,
+        "sources": as_array(numbering.sources),
+        "source_owner": as_array(numbering.source_owner),
+        "owners": as_array(numbering.owners),
+        "columns": as_array(sorted(catalog.mark.columns)),
+        "mark": mark_array(catalog.mark),
+        "saved_uids": as_array(uids),
+        "saved_lengths": np.array([len(saved.times[u]) for u in uids], dtype=np.int64),
+        "saved_times": np.concatenate([saved.times[u] for u in uids]) if uids else empty,
+        "saved_rowids": np.concatenate([saved.rowids[u] for u in uids]) if uids else empty,
+        "by_rowid": saved.by_rowid,
+        "owner_of": saved.owner_of,
+    }
 
 
 def catalog_of(stored, lineage):
+    """The Catalog of catalog_arrays() (ValueError when they do not fit together)."""
+    sources, owners = from_array(stored["sources"]), from_array(stored["owners"])
     numbering = data.Numbering(
-        {name: n for n, name in enumerate(split(stored["sources"]))},
-        split(stored["sources"]),
-        split(stored["source_owner"]),
-        {uid: n for n, uid in enumerate(split(stored["owners"]))},
-        split(stored["owners"]),
+        {name: n for n, name in enumerate(sources)},
+        sources,
+        from_array(stored["source_owner"]),
+        {uid: n for n, uid in enumerate(owners)},
+        owners,
     )
-    inode, rowid, change, tail = stored["mark"].tolist()
-    columns = frozenset(split(stored["columns"]))
-    mark = data.Mark(inode, rowid, None if change < 0 else change, columns, tail)
-    uids, ends = split(stored["saved_uids"]), np.cumsum(stored["saved_lengths"]).tolist()
+    mark = mark_of(stored["mark"], frozenset(from_array(stored["columns"])))
+    uids, ends = from_array(stored["saved_uids"]), np.cumsum(stored["saved_lengths"]).tolist()
     starts = [0, *ends[:-1]]
     times = {u: stored["saved_times"][s:e] for u, s, e in zip(uids, starts, ends)}
     rowids = {u: stored["saved_rowids"][s:e] for u, s, e in zip(uids, starts, ends)}
     saved = data.Saved(times, rowids, stored["by_rowid"], stored["owner_of"])
     n = len(stored["rowid"])
     lengths = {len(stored[name]) for name in ("src", "t", "order", "counts")}
-    if lengths != {n} or len(numbering.source_owner) != len(numbering.sources):
-        raise ValueError("a snapshot whose arrays do not match")
+    if lengths != {n} or len(numbering.source_owner) != len(sources):
+        raise ValueError("a saved catalog whose arrays do not fit together")
     return data.Catalog(
         None,
-        numbering.sources,
+        sources,
         numbering.source_owner,
         stored["src"],
         stored["t"].view("datetime64[s]"),
@@ -161,6 +216,42 @@ def catalog_of(stored, lineage):
     )
 
 
-def behind(snapshot_mark, mark):
-    """How many rows the database has moved on since the snapshot (roughly)."""
-    return (mark.rowid - snapshot_mark.rowid) + ((mark.change or 0) - (snapshot_mark.change or 0))
+# ---------------------------------------------------------------------------- the histories
+
+TABLE_ARRAYS = ("owner", "t", "rowid", "layout", "results")
+
+
+def history_arrays(prefix, history, rows):
+    """The arrays of one History and the catalog rows it was read from."""
+    table = history.table
+    meta = {
+        "assignment": history.assignment,
+        "problems": history.problems,
+        "uids": table.uids,
+        "columns": table.columns,
+        "layouts": table.layouts,
+        "vocab": table.vocab,
+        "sources": rows.sources,
+    }
+    arrays = {prefix + name: getattr(table, name) for name in TABLE_ARRAYS}
+    arrays.update({prefix + "meta": as_array(meta), prefix + "rows_rowid": rows.rowid})
+    arrays[prefix + "rows_t"] = rows.t
+    return arrays
+
+
+def history_of(stored, prefix, file_names):
+    """(assignment, (History, HistoryRows)) of history_arrays()."""
+    meta = from_array(stored[prefix + "meta"])
+    table = model.Table(
+        meta["uids"],
+        *(stored[prefix + name] for name in TABLE_ARRAYS[:4]),
+        stored[prefix + "results"],
+        meta["columns"],
+        [tuple(layout) for layout in meta["layouts"]],
+        meta["vocab"],
+    )
+    history = model.History(meta["assignment"], meta["problems"], table=table, lookup=file_names)
+    rows = data.HistoryRows(
+        meta["sources"], stored[prefix + "rows_rowid"], stored[prefix + "rows_t"]
+    )
+    return meta["assignment"], (history, rows)

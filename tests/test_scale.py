@@ -238,27 +238,31 @@ def test_a_viewer_starts_from_the_catalog_an_earlier_one_saved(term):
     damaged one, is not used."""
     root, cycle = term
     db = str(root / "sync.sqlite")
-    path = str(root / "viewer-catalog.npz")
+    stem = str(root / "viewer-")
+    path = stem + "catalog.npz"
     for minute in (0, 10):
         cycle(minute)
-    first = CatalogCache(snapshot.Store(path))
+    first = CatalogCache(snapshot.Store(stem))
     assert seen(first.get(db)) == seen(full_read(db)) and first.full_reads == 1
     assert os.stat(path).st_mode & 0o777 == 0o600
     for minute in (20, 30):
         cycle(minute)
-    second = CatalogCache(snapshot.Store(path))
+    second = CatalogCache(snapshot.Store(stem))
     assert seen(second.get(db)) == seen(full_read(db)) and second.full_reads == 0
     cycle(40)
     assert seen(second.get(db)) == seen(full_read(db)) and second.full_reads == 0
     shutil.copy(db, db + ".copy")  # the database rebuilt: another file
     os.replace(db + ".copy", db)
-    third = CatalogCache(snapshot.Store(path))
+    third = CatalogCache(snapshot.Store(stem))
     assert seen(third.get(db)) == seen(full_read(db)) and third.full_reads == 1
     with open(path, "r+b") as stream:
         stream.seek(100)
         stream.write(b"damaged" * 10)
-    fourth = CatalogCache(snapshot.Store(path))
+    fourth = CatalogCache(snapshot.Store(stem))
     assert seen(fourth.get(db)) == seen(full_read(db)) and fourth.full_reads == 1
+    np.savez(path, format=np.array([snapshot.FORMAT]), sources=np.frombuffer(b"[", np.uint8))
+    fifth = CatalogCache(snapshot.Store(stem))  # the right format, not what it holds
+    assert seen(fifth.get(db)) == seen(full_read(db)) and fifth.full_reads == 1
 
 
 def test_a_saved_catalog_of_a_database_whose_journal_differs_is_not_followed(term):
@@ -266,18 +270,73 @@ def test_a_saved_catalog_of_a_database_whose_journal_differs_is_not_followed(ter
     saved catalog ended at names another row, so the database is read in full."""
     root, cycle = term
     db = str(root / "sync.sqlite")
-    path = str(root / "viewer-catalog.npz")
+    stem = str(root / "viewer-")
     for minute in (0, 10, 20):
         cycle(minute)
-    CatalogCache(snapshot.Store(path)).get(db)
+    CatalogCache(snapshot.Store(stem)).get(db)
     conn = sqlite3.connect(db)  # the same file made another database, its journal too
     conn.execute("DROP TRIGGER summary_row_updated")
     conn.execute("UPDATE summary SET t = '2001-01-01T00:00:00'")
     conn.execute("UPDATE summary_changes SET summary_rowid = summary_rowid + 1000")
     conn.commit()
     conn.close()
-    followed = CatalogCache(snapshot.Store(path))
+    followed = CatalogCache(snapshot.Store(stem))
     assert seen(followed.get(db)) == seen(full_read(db)) and followed.full_reads == 1
+
+
+def by_rowid(histories):
+    return {
+        version.rowid: version
+        for history in histories.values()
+        for versions in history.versions.values()
+        for version in versions
+    }
+
+
+def test_a_viewer_starts_from_the_histories_an_earlier_one_saved(term):
+    """The first viewer reads every assignment's History and saves them; the next one
+    starts from them: it shows the versions it has without reading their problems again
+    (here deleted from the database after the save), and reads the new one of the next
+    cycle; saved histories of another database are not used."""
+    root, cycle = term
+    db = str(root / "sync.sqlite")
+    stem = str(root / "viewer-")
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": db,
+        "USERS_CSV": str(root / "users.csv"),
+        "ACCESS_DB": private_access_db(),
+    }
+
+    def viewer():
+        return Data(settings, access.PasswordGate(settings), store=snapshot.Store(stem))
+
+    for minute in (0, 20):
+        cycle(minute)
+    first = viewer().histories()
+    assert os.stat(stem + "histories.npz").st_mode & 0o777 == 0o600
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM problems")
+    conn.commit()
+    conn.close()
+    second = viewer()
+    for assignment, history in second.histories().items():
+        assert history.versions == first[assignment].versions
+    folder = root / second.people().by_uid["u001"].notebooks
+    answer = notebook([grade_cell("x = 1", "p1_1", [execute_result("1")])])
+    write_json(folder / sorted(first)[0], answer, time.time())
+    sync(root)
+    fresh = Data(settings, access.PasswordGate(settings))
+    kept, read = by_rowid(first), by_rowid(fresh.histories())
+    later = by_rowid(second.histories())
+    assert any(v.outcomes for v in kept.values())  # a cold read would show none now
+    assert set(later) - set(kept) and set(later) & set(kept)
+    for rowid, version in later.items():
+        assert version == (kept[rowid] if rowid in kept else read[rowid])
+    shutil.copy(db, db + ".copy")  # another file: the saved histories are not used
+    os.replace(db + ".copy", db)
+    for assignment, history in viewer().histories().items():
+        assert history.versions == fresh.history(assignment).versions
 
 
 # ---------------------------------------------------------------------------- version_details
