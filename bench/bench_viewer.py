@@ -18,6 +18,11 @@ error, answered). Then, in a fresh process per size:
             half of them, the teacher views first after the other half)
   memory    the viewer process's RSS before the commits and after them (the commits are
             written by another process, as the loop's make_database is)
+Then, in another fresh process, a viewer started again from the catalog and histories the
+first one saved (progress_views.snapshot; a restart, or a new gunicorn worker), the
+database having moved on by the commits since:
+  restart   its start (import, app, the first activity-view update), its first screen
+            (every assignment's History), its RSS after both
 Writes bench/results/viewer.md.
 
 Example:
@@ -194,7 +199,7 @@ def measure(db, users_csv, repeats, commits, cycles):
     import psutil
 
     import progress_viewer as pv
-    from progress_views import access, activity
+    from progress_views import access, activity, snapshot
     from progress_views.data import Data
 
     settings = {
@@ -206,12 +211,13 @@ def measure(db, users_csv, repeats, commits, cycles):
         "ACCESS_DB": os.path.join(os.path.dirname(db), "access.sqlite"),
     }
     app = pv.create_app(settings)
-    view = Data(settings, access.PasswordGate(settings))
+    store = snapshot.Store.for_settings(settings)  # as the app's own Data has it
+    view = Data(settings, access.PasswordGate(settings), store=store)
     default = activity.Filters()
     regexp = activity.Filters(path_re="pl0[13]/")
     with app.server.test_request_context("/"):
         figure, _, _ = activity.graph(view, default)
-        start = time.time() - psutil.Process().create_time()  # since the process began
+        start = time.time() - psutil_create_time()  # since the process began
         timings = {"default": [], "regexp": []}
         for _ in range(repeats):
             for name, filters in (("default", default), ("regexp", regexp)):
@@ -233,6 +239,45 @@ def measure(db, users_csv, repeats, commits, cycles):
         "full_reads": view.catalogs.full_reads,
         "rss_mb": psutil.Process().memory_info().rss / 1e6,
     }
+
+
+def measure_restart(db, users_csv, cycles):
+    """Runs in its own process, after measure(): a viewer started again (a restart, a new
+    gunicorn worker) from what the first one saved, the database having moved on by the
+    commits since: its start (first activity update), its first screen, its RSS."""
+    import progress_viewer as pv
+    from progress_views import access, activity, snapshot
+    from progress_views.data import Data
+
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": db,
+        "USERS_CSV": users_csv,
+        "USER_ATTRS": ["real_name", "team"],
+        "PASSWD": "pw",
+        "ACCESS_DB": os.path.join(os.path.dirname(db), "access.sqlite"),
+    }
+    app = pv.create_app(settings)
+    view = Data(
+        settings, access.PasswordGate(settings), store=snapshot.Store.for_settings(settings)
+    )
+    end = int(np.datetime64(str(stamps(np.array([cycles * CYCLE]))[0]), "s").astype(np.int64))
+    with app.server.test_request_context("/"):
+        activity.graph(view, activity.Filters())
+        start = time.time() - psutil_create_time()
+        teacher = timed(lambda: teacher_update(view, teacher_controls(end)))
+    return {
+        "restart": start,
+        "restart_teacher": teacher,
+        "restart_full_reads": view.catalogs.full_reads,
+        "restart_rss_mb": psutil_rss(),
+    }
+
+
+def psutil_create_time():
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def psutil_rss():
@@ -361,20 +406,25 @@ def report(results):
         "the first screen's update (status line and stuck list across every assignment,",
         "heatmap and progress of one).",
         "",
-        "| summary rows | students x notebooks x versions | viewer start | activity p50 / p95 "
-        "| regexp p50 / p95 | bytes/marker | teacher cold | teacher warm p50 "
-        "| RSS before / after the commits (MB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "A first start reads the database in full; a restart (a new gunicorn worker, the",
+        "service restarted) starts from the catalog and histories saved by the first one.",
+        "",
+        "| summary rows | students x notebooks x versions | first start | restart "
+        "| activity p50 / p95 | regexp p50 / p95 | bytes/marker | teacher cold: first start "
+        "/ restart | teacher warm p50 | RSS before / after the commits / restart (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rows, r in results:
         students, versions = shape(rows)
         lines.append(
             f"| {rows:,} | {students} x {NOTEBOOKS} x {versions} | {r['start'] * 1e3:.0f} "
+            f"| {r['restart'] * 1e3:.0f} "
             f"| {r['default_p50'] * 1e3:.0f} / {r['default_p95'] * 1e3:.0f} "
             f"| {r['regexp_p50'] * 1e3:.0f} / {r['regexp_p95'] * 1e3:.0f} "
             f"| {r['bytes'] / max(1, r['markers']):.0f} | {r['teacher_cold'] * 1e3:.0f} "
-            f"| {r['heatmap_p50'] * 1e3:.0f} "
-            f"| {r['rss_before_commits_mb']:.0f} / {r['rss_mb']:.0f} |"
+            f"/ {r['restart_teacher'] * 1e3:.0f} | {r['heatmap_p50'] * 1e3:.0f} "
+            f"| {r['rss_before_commits_mb']:.0f} / {r['rss_mb']:.0f} "
+            f"/ {r['restart_rss_mb']:.0f} |"
         )
     lines += [
         "",
@@ -384,7 +434,8 @@ def report(results):
         "update right after it:",
         "",
         "| summary rows | commits | activity first p50 (max) | teacher first p50 (max) "
-        "| activity second p50 | teacher second p50 | full reads | version view p50 |",
+        "| activity second p50 | teacher second p50 | full reads (first start / restart) "
+        "| version view p50 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for rows, r in results:
@@ -392,7 +443,8 @@ def report(results):
             f"| {rows:,} | {r['commits']} | {r['activity_first_p50'] * 1e3:.0f} "
             f"({r['activity_first_max'] * 1e3:.0f}) | {r['teacher_first_p50'] * 1e3:.0f} "
             f"({r['teacher_first_max'] * 1e3:.0f}) | {r['activity_second_p50'] * 1e3:.0f} "
-            f"| {r['teacher_second_p50'] * 1e3:.0f} | {r['full_reads']} "
+            f"| {r['teacher_second_p50'] * 1e3:.0f} "
+            f"| {r['full_reads']} / {r['restart_full_reads']} "
             f"| {r['version_p50'] * 1e3:.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -410,6 +462,7 @@ def main(argv=None):
     parser.add_argument(
         "--commit", nargs=4, metavar=("DB", "SEED", "STUDENTS", "CYCLE"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--restart", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.commit:
         db, seed, students, cycle = args.commit
@@ -418,7 +471,10 @@ def main(argv=None):
         return 0
     if args.measure:
         db, users, cycles = args.measure
-        print(json.dumps(measure(db, users, args.repeats, args.commits, int(cycles))))
+        if args.restart:
+            print(json.dumps(measure_restart(db, users, int(cycles) + args.commits)))
+        else:
+            print(json.dumps(measure(db, users, args.repeats, args.commits, int(cycles))))
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_viewer_") as tmp:
@@ -439,9 +495,12 @@ def main(argv=None):
                 "--commits",
                 str(args.commits),
             ]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            results.append((rows, json.loads(output.splitlines()[-1])))
-            print(rows, results[-1][1], flush=True)
+            found = {}
+            for again in ([], ["--restart"]):  # a first start, then one from what it saved
+                run = subprocess.run(command + again, check=True, capture_output=True, text=True)
+                found.update(json.loads(run.stdout.splitlines()[-1]))
+            results.append((rows, found))
+            print(rows, found, flush=True)
     text = report(results)
     write_results(args.out, text)
     return 0
