@@ -778,7 +778,12 @@ class ParseWorker:
 
     def __init__(self, paths, starts):
         read_end, write_end = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise
         if self.pid == 0:  # the worker: parse, send, exit without running any cleanup
             code = 1
             try:

@@ -155,3 +155,25 @@ def test_lists_files_says_what_parse_log_lists(lines, folder):
     log = ["suffix=.bak_2021-10-17T18:26:14\n", *([folder] if folder else []), *lines]
     sync_log = md.parse_log(log)
     assert md.lists_files(log) == bool(sync_log.files or sync_log.oversize)
+
+
+def test_no_fork_possible_parses_everything_here_and_leaves_no_pipe_open(tmp_path, monkeypatch):
+    """When no worker can be forked (too many processes), is every notebook still parsed,
+    with no pipe left open?"""
+    names = [f"n{i}.ipynb" for i in range(5)]
+    for name in names:
+        write_json(tmp_path / name, graded("ok", "error"))
+    open_before = sorted(os.listdir("/proc/self/fd"))
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(md.Parsing, "MIN_BYTES", 0)
+    monkeypatch.setattr(md.os, "fork", no_fork)
+    parsing = md.Parsing(str(tmp_path), names, cores=2)
+    assert parsing.workers == [None]
+    assert sorted(os.listdir("/proc/self/fd")) == open_before
+    assert [parsing.result(name) for name in names] == md.parse_each(
+        [tmp_path / name for name in names]
+    )
+    parsing.close()
