@@ -642,28 +642,11 @@ def version_url(template, filename):
 
 
 class Earlier(dict):
-    """{assignment: (History, Rows)} last read, and the catalog lineage they were read in:
-    a History is reused only for the database read incrementally since (not for a
-    database replaced, or renumbered by a VACUUM); whole when its rows are the same."""
+    """{assignment: History} last read, and the catalog lineage they were read in: a
+    History is reused only for the database read incrementally since (not for a database
+    replaced, or renumbered by a VACUUM); whole when its rows are the same."""
 
     lineage = None
-
-
-@dataclass(eq=False)
-class HistoryRows:
-    """The catalog rows a History was read from: its sources, their versions' rowids and
-    times in catalog order."""
-
-    sources: list
-    rowid: np.ndarray
-    t: np.ndarray
-
-    def same(self, other):
-        return (
-            self.sources == other.sources
-            and np.array_equal(self.rowid, other.rowid)
-            and np.array_equal(self.t, other.t)
-        )
 
 
 class FileNames:
@@ -810,13 +793,13 @@ class Data:
         rows = [np.arange(starts[s], starts[s + 1]) for s in sources]
         index = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
         owner = np.repeat(np.arange(len(sources), dtype=np.int32), lengths)
-        read_from = HistoryRows(sources, catalog.rowid[index], catalog.t[index].astype(np.int64))
+        rowid, t = catalog.rowid[index], catalog.t[index].astype(np.int64)
         if self.earlier.lineage != catalog.lineage:
             self.earlier.clear()
             self.earlier.lineage = catalog.lineage
             self.earlier.update(self.saved_histories(catalog.mark))
-        previous, previous_rows = self.earlier.get(assignment, (None, None))
-        if previous is not None and previous_rows.same(read_from):
+        previous = self.earlier.get(assignment)
+        if previous is not None and model.same_rows(previous, rowid, t):
             return previous
         conn = self.connect()
         try:
@@ -825,19 +808,19 @@ class Data:
                 assignment,
                 [owner_of[s] for s in sources],
                 owner,
-                read_from.t,
-                read_from.rowid,
+                t,
+                rowid,
                 previous,
                 self.file_names,
             )
         finally:
             conn.close()
-        self.earlier[assignment] = history, read_from
+        self.earlier[assignment] = history
         release_freed_memory()  # what reading it, or the History it replaces, took
         return history
 
     def saved_histories(self, mark):
-        """{assignment: (History, HistoryRows)} the store saved from this database (at or
+        """{assignment: History} the store saved from this database (at or
         before `mark`), or none."""
         saved = self.store.load_histories(self.file_names) if self.store is not None else None
         if saved is None:

@@ -386,6 +386,12 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
     return History(assignment, problems, table=table, lookup=lookup, names=names)
 
 
+def same_rows(history, rowid, t):
+    """True when the versions (rowid, t), in the catalog's order, are the History's own:
+    its table keeps them in that order unless read_history had to sort them."""
+    return np.array_equal(history.table.rowid, rowid) and np.array_equal(history.table.t, t)
+
+
 def in_order(owner, t, rowid):
     """True when (owner, t, rowid) increase already (the catalog gives each student's
     versions in order, so a sort is needed only where local times repeat)."""

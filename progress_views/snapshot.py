@@ -27,7 +27,7 @@ import numpy as np
 
 from progress_views import access, data, model
 
-FORMAT = 2
+FORMAT = 3
 # what reading a file that is not one this viewer wrote can raise: it is then not used
 UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
 REWRITE_AFTER = 100_000  # rows added or replaced since a file was saved before it is again
@@ -63,7 +63,7 @@ class Store:
             self.save(self.catalog_path, catalog.mark, catalog_arrays(catalog))
 
     def load_histories(self, file_names):
-        """(Mark, {assignment: (History, data.HistoryRows)}) saved, or None."""
+        """(Mark, {assignment: History}) saved, or None."""
         with suppress(*UNREADABLE):
             stored = read(self.histories_path)
             mark = mark_of(stored["mark"], frozenset(from_array(stored["columns"])))
@@ -74,14 +74,14 @@ class Store:
         return None
 
     def keep_histories(self, mark, entries):
-        """Save {assignment: (History, data.HistoryRows)} read at `mark` when none is
+        """Save {assignment: History} read at `mark` when none is
         saved yet or the saved ones are REWRITE_AFTER rows behind."""
         if not self.due(self.histories_path, mark, False):
             return
         arrays = {"mark": mark_array(mark), "columns": as_array(sorted(mark.columns))}
         arrays["histories"] = np.array([len(entries)])
-        for n, (history, rows) in enumerate(entries.values()):
-            arrays.update(history_arrays(f"h{n}_", history, rows))
+        for n, history in enumerate(entries.values()):
+            arrays.update(history_arrays(f"h{n}_", history))
         self.save(self.histories_path, mark, arrays)
 
     def due(self, path, mark, full):
@@ -221,8 +221,8 @@ def catalog_of(stored, lineage):
 TABLE_ARRAYS = ("owner", "t", "rowid", "layout", "results")
 
 
-def history_arrays(prefix, history, rows):
-    """The arrays of one History and the catalog rows it was read from."""
+def history_arrays(prefix, history):
+    """The arrays of one History."""
     table = history.table
     meta = {
         "assignment": history.assignment,
@@ -231,27 +231,21 @@ def history_arrays(prefix, history, rows):
         "columns": table.columns,
         "layouts": table.layouts,
         "vocab": table.vocab,
-        "sources": rows.sources,
     }
     arrays = {prefix + name: getattr(table, name) for name in TABLE_ARRAYS}
-    arrays.update({prefix + "meta": as_array(meta), prefix + "rows_rowid": rows.rowid})
-    arrays[prefix + "rows_t"] = rows.t
+    arrays[prefix + "meta"] = as_array(meta)
     return arrays
 
 
 def history_of(stored, prefix, file_names):
-    """(assignment, (History, HistoryRows)) of history_arrays()."""
+    """(assignment, History) of history_arrays()."""
     meta = from_array(stored[prefix + "meta"])
     table = model.Table(
         meta["uids"],
-        *(stored[prefix + name] for name in TABLE_ARRAYS[:4]),
-        stored[prefix + "results"],
+        *(stored[prefix + name] for name in TABLE_ARRAYS),
         meta["columns"],
         [tuple(layout) for layout in meta["layouts"]],
         meta["vocab"],
     )
     history = model.History(meta["assignment"], meta["problems"], table=table, lookup=file_names)
-    rows = data.HistoryRows(
-        meta["sources"], stored[prefix + "rows_rowid"], stored[prefix + "rows_t"]
-    )
-    return meta["assignment"], (history, rows)
+    return meta["assignment"], history
