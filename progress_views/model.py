@@ -134,7 +134,7 @@ class History:
         self.table = table
         self.column_of = {grade_id: i for i, grade_id in enumerate(table.columns)}
         codes = np.array([CODES[outcome_class(r)] for r in table.vocab], dtype=np.uint8)
-        self.classes = codes[table.results[:, : len(self.problems)]]
+        self.classes = np.take(codes, table.results[:, : len(self.problems)])
         counts = np.bincount(table.owner, minlength=len(table.uids)).tolist()
         ends = np.cumsum(counts, dtype=np.int64).tolist()
         self.bounds = {u: (e - c, e) for u, c, e in zip(table.uids, counts, ends) if c}
@@ -338,7 +338,8 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
     database replaced by another file needs previous=None. lookup: rowid -> file name,
     when the History is not to keep every version's name (the data layer's).
     """
-    uids = sorted({owners[n] for n in np.unique(owner).tolist()})
+    present = np.flatnonzero(np.bincount(owner, minlength=len(owners))).tolist()
+    uids = sorted({owners[n] for n in present})
     place = {uid: n for n, uid in enumerate(uids)}
     rank = np.array([place.get(uid, -1) for uid in owners], dtype=np.int32)
     owner, t, rowid = rank[owner], np.asarray(t), np.asarray(rowid)
@@ -376,7 +377,9 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
         ]
         source, target = zip(*carried) if carried else ((), ())
         if source == target == tuple(range(len(source))):  # the usual case: all, in place
-            results[kept, : len(source)] = previous.table.results[old[kept], : len(source)]
+            rows = previous.table.results.take(np.maximum(old, 0), axis=0)  # one gather
+            results[:, : len(source)] = rows[:, : len(source)]
+            results[new] = 0  # the new versions' own come below
         elif carried:
             results[np.ix_(kept, target)] = previous.table.results[old[kept]][:, source]
     for row, outcomes in fresh:
