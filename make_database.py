@@ -816,6 +816,7 @@ class ParseWorker:
         return values
 
     def stop(self):
+        """Close its pipe, end it if it is still there, and reap it."""
         self.stream.close()
         try:
             os.kill(self.pid, signal.SIGKILL)
