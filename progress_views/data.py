@@ -190,14 +190,16 @@ SOURCE_PARAMS = (make_database.BACKUP_GLOB, make_database.BACKUP_MARK_LENGTH + l
 @dataclass
 class Mark:
     """Where a read of the database stopped: its file, the highest summary rowid and the
-    last summary_changes entry (None: the database has no summary_changes), and the rowid
-    that entry names (-1: none), which a database that continues this one still has."""
+    last summary_changes entry (None: the database has no summary_changes); and what a
+    database that continues this one still has: the rowid that entry names (-1: none),
+    and the row of the highest rowid (filename, t), unless the journal says it went."""
 
     inode: int
     rowid: int
     change: object
     columns: frozenset  # version_details' columns
     tail: int = -1
+    last: tuple = ()
 
 
 def read_mark(conn, inode):
@@ -206,7 +208,13 @@ def read_mark(conn, inode):
     if has_changes_log(conn):
         change = conn.execute("SELECT coalesce(max(id), 0) FROM summary_changes").fetchone()[0]
         tail = journal_entry(conn, change)
-    return Mark(inode, rowid, change, frozenset(details_columns(conn)), tail)
+    return Mark(inode, rowid, change, frozenset(details_columns(conn)), tail, last_row(conn, rowid))
+
+
+def last_row(conn, rowid):
+    """(filename, t) of summary row `rowid`, () when there is none."""
+    row = conn.execute("SELECT filename, t FROM summary WHERE rowid = ?", (rowid,)).fetchone()
+    return tuple(row) if row else ()
 
 
 def journal_entry(conn, change):
@@ -543,7 +551,8 @@ def changed_rowids(conn, since):
 def continues(conn, previous, mark):
     """True when the database read now (at `mark`, through `conn`) continues the one a
     read stopped at `previous` (a Mark, or None) in: the same file, counters not gone back,
-    and the journal entry that read ended at still the same (not another database)."""
+    the journal entry that read ended at the same, and its last row still there or noted
+    gone in the journal since (not another database that took the file's inode)."""
     return (
         previous is not None
         and previous.inode == mark.inode
@@ -553,7 +562,23 @@ def continues(conn, previous, mark):
         and mark.change >= previous.change
         and mark.columns == previous.columns
         and journal_entry(conn, previous.change) == previous.tail
+        and last_row_kept(conn, previous)
     )
+
+
+def last_row_kept(conn, previous):
+    """True when the row of `previous`'s highest rowid is as it was, or the journal notes
+    it replaced, deleted or updated since."""
+    if not previous.last:
+        return True
+    now = last_row(conn, previous.rowid)
+    if now == tuple(previous.last):
+        return True
+    noted = conn.execute(
+        "SELECT 1 FROM summary_changes WHERE id > ? AND summary_rowid = ?",
+        (previous.change, previous.rowid),
+    )
+    return noted.fetchone() is not None
 
 
 def read_catalog(db, key, previous=None, lineage=0):

@@ -27,7 +27,7 @@ import numpy as np
 
 from progress_views import access, data, model
 
-FORMAT = 3
+FORMAT = 4
 # what reading a file that is not one this viewer wrote can raise: it is then not used
 UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
 REWRITE_AFTER = 100_000  # rows added or replaced since a file was saved before it is again
@@ -66,7 +66,7 @@ class Store:
         """(Mark, {assignment: History}) saved, or None."""
         with suppress(*UNREADABLE):
             stored = read(self.histories_path)
-            mark = mark_of(stored["mark"], frozenset(from_array(stored["columns"])))
+            mark = mark_of(stored["mark"])
             count = int(stored["histories"][0])
             entries = dict(history_of(stored, f"h{n}_", file_names) for n in range(count))
             self.marks[self.histories_path] = mark
@@ -78,7 +78,7 @@ class Store:
         saved yet or the saved ones are REWRITE_AFTER rows behind."""
         if not self.due(self.histories_path, mark, False):
             return
-        arrays = {"mark": mark_array(mark), "columns": as_array(sorted(mark.columns))}
+        arrays = {"mark": mark_array(mark)}
         arrays["histories"] = np.array([len(entries)])
         for n, history in enumerate(entries.values()):
             arrays.update(history_arrays(f"h{n}_", history))
@@ -96,7 +96,7 @@ class Store:
         try:
             write(path, arrays)
             self.marks[path], self.problem = mark, ""
-        except OSError as error:
+        except (OSError, TypeError, ValueError) as error:  # TypeError: a value JSON refuses
             problem = f"cannot save {path} (the next start reads the database instead): {error}"
             if problem != self.problem:
                 LOG.warning("%s", problem)
@@ -139,13 +139,22 @@ def from_array(array):
 
 
 def mark_array(mark):
-    change = -1 if mark.change is None else mark.change
-    return np.array([mark.inode, mark.rowid, change, mark.tail], dtype=np.int64)
+    return as_array(
+        {
+            "inode": mark.inode,
+            "rowid": mark.rowid,
+            "change": mark.change,
+            "columns": sorted(mark.columns),
+            "tail": mark.tail,
+            "last": list(mark.last),
+        }
+    )
 
 
-def mark_of(array, columns):
-    inode, rowid, change, tail = array.tolist()
-    return data.Mark(inode, rowid, None if change < 0 else change, columns, tail)
+def mark_of(array):
+    found = from_array(array)
+    columns, last = frozenset(found["columns"]), tuple(found["last"])
+    return data.Mark(found["inode"], found["rowid"], found["change"], columns, found["tail"], last)
 
 
 def behind(saved, mark):
@@ -169,7 +178,6 @@ def catalog_arrays(catalog):
         "sources": as_array(numbering.sources),
         "source_owner": as_array(numbering.source_owner),
         "owners": as_array(numbering.owners),
-        "columns": as_array(sorted(catalog.mark.columns)),
         "mark": mark_array(catalog.mark),
         "saved_uids": as_array(uids),
         "saved_lengths": np.array([len(saved.times[u]) for u in uids], dtype=np.int64),
@@ -190,7 +198,7 @@ def catalog_of(stored, lineage):
         {uid: n for n, uid in enumerate(owners)},
         owners,
     )
-    mark = mark_of(stored["mark"], frozenset(from_array(stored["columns"])))
+    mark = mark_of(stored["mark"])
     uids, ends = from_array(stored["saved_uids"]), np.cumsum(stored["saved_lengths"]).tolist()
     starts = [0, *ends[:-1]]
     times = {u: stored["saved_times"][s:e] for u, s, e in zip(uids, starts, ends)}

@@ -265,6 +265,25 @@ def test_a_viewer_starts_from_the_catalog_an_earlier_one_saved(term):
     assert seen(fifth.get(db)) == seen(full_read(db)) and fifth.full_reads == 1
 
 
+def test_a_saved_catalog_of_another_database_with_the_same_journal_is_not_followed(term):
+    """Another database that took the file's inode, its counters as high and its journal
+    entries the same (a course made the same way): its newest row differs, so the
+    database is read in full."""
+    root, cycle = term
+    db = str(root / "sync.sqlite")
+    stem = str(root / "viewer-")
+    for minute in (0, 10, 20):
+        cycle(minute)
+    CatalogCache(snapshot.Store(stem)).get(db)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER summary_row_updated")
+    conn.execute("UPDATE summary SET t = '2001-01-01T00:00:00'")
+    conn.commit()
+    conn.close()
+    followed = CatalogCache(snapshot.Store(stem))
+    assert seen(followed.get(db)) == seen(full_read(db)) and followed.full_reads == 1
+
+
 def test_a_saved_catalog_of_a_database_whose_journal_differs_is_not_followed(term):
     """Another database in the same file with counters as high: the journal entry the
     saved catalog ended at names another row, so the database is read in full."""
