@@ -27,7 +27,7 @@ import numpy as np
 
 from progress_views import access, data, model
 
-FORMAT = 4
+FORMAT = 5
 # what reading a file that is not one this viewer wrote can raise: it is then not used
 UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
 REWRITE_AFTER = 100_000  # rows added or replaced since a file was saved before it is again
@@ -185,6 +185,7 @@ def catalog_arrays(catalog):
         "saved_rowids": np.concatenate([saved.rowids[u] for u in uids]) if uids else empty,
         "by_rowid": saved.by_rowid,
         "owner_of": saved.owner_of,
+        "saved_gone": np.array([saved.gone]),
     }
 
 
@@ -203,7 +204,8 @@ def catalog_of(stored, lineage):
     starts = [0, *ends[:-1]]
     times = {u: stored["saved_times"][s:e] for u, s, e in zip(uids, starts, ends)}
     rowids = {u: stored["saved_rowids"][s:e] for u, s, e in zip(uids, starts, ends)}
-    saved = data.Saved(times, rowids, stored["by_rowid"], stored["owner_of"])
+    gone = int(stored["saved_gone"][0])
+    saved = data.Saved(times, rowids, stored["by_rowid"], stored["owner_of"], gone)
     n = len(stored["rowid"])
     lengths = {len(stored[name]) for name in ("src", "t", "order", "counts")}
     if lengths != {n} or len(numbering.source_owner) != len(sources):
