@@ -194,12 +194,11 @@ def commit_elsewhere(db, seed, students, cycle):
     return int(output.split()[-1])
 
 
-def measure(db, users_csv, repeats, commits, cycles):
-    """Runs in its own process: the numbers for one database."""
-    import psutil
-
+def viewer(db, users_csv):
+    """(app, Data) of a viewer over the database, its Data as the app's own (with the
+    store of what it saves for the next start)."""
     import progress_viewer as pv
-    from progress_views import access, activity, snapshot
+    from progress_views import access, snapshot
     from progress_views.data import Data
 
     settings = {
@@ -210,9 +209,17 @@ def measure(db, users_csv, repeats, commits, cycles):
         "PASSWD": "pw",
         "ACCESS_DB": os.path.join(os.path.dirname(db), "access.sqlite"),
     }
-    app = pv.create_app(settings)
-    store = snapshot.Store.for_settings(settings)  # as the app's own Data has it
-    view = Data(settings, access.PasswordGate(settings), store=store)
+    store = snapshot.Store.for_settings(settings)
+    return pv.create_app(settings), Data(settings, access.PasswordGate(settings), store=store)
+
+
+def measure(db, users_csv, repeats, commits, cycles):
+    """Runs in its own process: the numbers for one database."""
+    import psutil
+
+    from progress_views import activity
+
+    app, view = viewer(db, users_csv)
     default = activity.Filters()
     regexp = activity.Filters(path_re="pl0[13]/")
     with app.server.test_request_context("/"):
@@ -245,22 +252,9 @@ def measure_restart(db, users_csv, cycles):
     """Runs in its own process, after measure(): a viewer started again (a restart, a new
     gunicorn worker) from what the first one saved, the database having moved on by the
     commits since: its start (first activity update), its first screen, its RSS."""
-    import progress_viewer as pv
-    from progress_views import access, activity, snapshot
-    from progress_views.data import Data
+    from progress_views import activity
 
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": db,
-        "USERS_CSV": users_csv,
-        "USER_ATTRS": ["real_name", "team"],
-        "PASSWD": "pw",
-        "ACCESS_DB": os.path.join(os.path.dirname(db), "access.sqlite"),
-    }
-    app = pv.create_app(settings)
-    view = Data(
-        settings, access.PasswordGate(settings), store=snapshot.Store.for_settings(settings)
-    )
+    app, view = viewer(db, users_csv)
     end = int(np.datetime64(str(stamps(np.array([cycles * CYCLE]))[0]), "s").astype(np.int64))
     with app.server.test_request_context("/"):
         activity.graph(view, activity.Filters())
