@@ -216,6 +216,7 @@ def create_app(settings):
     )
     store = snapshot.Store.for_settings(settings)
     data = Data(settings, access.PasswordGate(settings), access.client_address, store)
+    app.server.before_request(data.follower.touch)  # read each commit before pages ask
     app.layout = lambda: make_layout(settings)
     register_page(app, data)
     moment.register(app, data)

@@ -15,7 +15,9 @@ error, answered). Then, in a fresh process per size:
   commits   COMMITS times, a commit of 300 changed notebooks as make_database writes it
             (the current row of each becomes its backup, the new version takes the name),
             then the first update of each view after it (the activity view first after
-            half of them, the teacher views first after the other half)
+            half of them, the teacher views first after the other half); then COMMITS
+            more with the follower running (data.Follower, as under the app), each
+            view's update 2 s after each
   memory    the viewer process's RSS before the commits and after them (the commits are
             written by another process, as the loop's make_database is)
 Then, in another fresh process, a viewer started again from the catalog and histories the
@@ -234,6 +236,7 @@ def measure(db, users_csv, repeats, commits, cycles):
     sent = len(to_json_plotly(figure).encode())
     teacher = measure_teacher(view, app, repeats, cycles)
     after = measure_commits(view, app, activity, commits, cycles)
+    followed = measure_followed(view, app, activity, commits, cycles + 1 + commits)
     markers = sum(len(trace["x"]) for trace in figure["data"])
     return {
         "start": start,
@@ -243,6 +246,7 @@ def measure(db, users_csv, repeats, commits, cycles):
         "markers": markers,
         **teacher,
         **after,
+        **followed,
         "full_reads": view.catalogs.full_reads,
         "rss_mb": psutil.Process().memory_info().rss / 1e6,
     }
@@ -367,6 +371,27 @@ def measure_commits(view, app, activity, commits, cycles):
     }
 
 
+def measure_followed(view, app, activity, commits, cycles):
+    """`commits` more commits with the follower running (as under the app, whose requests
+    start it): the update of each view a page asks 2 s after each commit."""
+    rng = np.random.default_rng(13)
+    students = len(view.people().by_uid)
+    found = {"activity": [], "teacher": []}
+    view.follower.touch()
+    with app.server.test_request_context("/"):
+        for number in range(commits):
+            cycle_seconds = commit_elsewhere(
+                view.settings["SYNC_SQLITE"], int(rng.integers(1 << 31)), students, cycles + number
+            )
+            time.sleep(2)
+            controls = teacher_controls(cycle_seconds)
+            found["activity"].append(
+                timed(lambda: activity_update(activity, view, activity.Filters()))
+            )
+            found["teacher"].append(timed(lambda c=controls: teacher_update(view, c)))
+    return {f"{k}_followed_p50": statistics.median(v) for k, v in found.items()}
+
+
 def measure_version_view(to_json_plotly, model, version, repeats):
     """Read, render and serialize a 500 KB notebook (mostly one PNG) and its diff."""
     sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -425,12 +450,14 @@ def report(results):
         f"After a commit of {CHANGED} changed notebooks (600 new rows, 300 replaced): the first",
         "update of each view, which reads what changed (the activity view first after half",
         "of the commits, the teacher views first after the other half), and the other view's",
-        "update right after it:",
+        "update right after it; then as many commits again with the follower running (a",
+        "thread that reads each commit as it lands while pages are open), each view's update",
+        "2 s after each:",
         "",
         "| summary rows | commits | activity first p50 (max) | teacher first p50 (max) "
-        "| activity second p50 | teacher second p50 | full reads (first start / restart) "
-        "| version view p50 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| activity second p50 | teacher second p50 | with the follower, 2 s after: activity "
+        "/ teacher p50 | full reads (first start / restart) | version view p50 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for rows, r in results:
         lines.append(
@@ -438,6 +465,7 @@ def report(results):
             f"({r['activity_first_max'] * 1e3:.0f}) | {r['teacher_first_p50'] * 1e3:.0f} "
             f"({r['teacher_first_max'] * 1e3:.0f}) | {r['activity_second_p50'] * 1e3:.0f} "
             f"| {r['teacher_second_p50'] * 1e3:.0f} "
+            f"| {r['activity_followed_p50'] * 1e3:.0f} / {r['teacher_followed_p50'] * 1e3:.0f} "
             f"| {r['full_reads']} / {r['restart_full_reads']} "
             f"| {r['version_p50'] * 1e3:.0f} |"
         )
@@ -466,7 +494,7 @@ def main(argv=None):
     if args.measure:
         db, users, cycles = args.measure
         if args.restart:
-            print(json.dumps(measure_restart(db, users, int(cycles) + args.commits)))
+            print(json.dumps(measure_restart(db, users, int(cycles) + 2 * args.commits)))
         else:
             print(json.dumps(measure(db, users, args.repeats, args.commits, int(cycles))))
         return 0

@@ -2,7 +2,7 @@
 
 A full read of a term's database (1M summary rows) takes the viewer 5-10 s: SQLite hands
 every row to Python; reading every assignment's History (6M problems rows) 15-20 s more.
-So after a full read, and again once the database has moved on by REWRITE_AFTER rows, the
+So after a full read, and again once the database has moved on by 5 % (rewrite_after), the
 catalog's arrays and the histories' tables are saved beside ACCESS_DB (mode 0600: they
 name students' files), and a viewer that starts (a restart, each new gunicorn worker)
 loads them in a fraction of a second and reads only what changed since, through
@@ -30,7 +30,9 @@ from progress_views import access, data, model
 FORMAT = 5
 # what reading a file that is not one this viewer wrote can raise: it is then not used
 UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
-REWRITE_AFTER = 100_000  # rows added or replaced since a file was saved before it is again
+REWRITE_AFTER = (
+    100_000  # rows added or replaced since a file was saved, at most, before it is again
+)
 LOG = logging.getLogger("progress_viewer")
 
 
@@ -57,7 +59,7 @@ class Store:
         return catalog
 
     def keep(self, catalog, full):
-        """Save `catalog` after a full read, or when the saved one is REWRITE_AFTER rows
+        """Save `catalog` after a full read, or when the saved one is rewrite_after() rows
         behind it."""
         if self.due(self.catalog_path, catalog.mark, full):
             self.save(self.catalog_path, catalog.mark, catalog_arrays(catalog))
@@ -75,7 +77,7 @@ class Store:
 
     def keep_histories(self, mark, entries):
         """Save {assignment: History} read at `mark` when none is
-        saved yet or the saved ones are REWRITE_AFTER rows behind."""
+        saved yet or the saved ones are rewrite_after() rows behind."""
         if not self.due(self.histories_path, mark, False):
             return
         arrays = {"mark": mark_array(mark)}
@@ -86,9 +88,9 @@ class Store:
 
     def due(self, path, mark, full):
         """True when `path` is to be saved: after a full read, when it holds nothing
-        known, or what it holds is REWRITE_AFTER rows behind `mark`."""
+        known, or what it holds is rewrite_after() rows behind `mark`."""
         saved = self.marks.get(path)
-        return full or saved is None or behind(saved, mark) >= REWRITE_AFTER
+        return full or saved is None or behind(saved, mark) >= rewrite_after(mark)
 
     def save(self, path, mark, arrays):
         """write(); a failure is logged once and kept in `problem` (the viewer goes on
@@ -155,6 +157,13 @@ def mark_of(array):
     found = from_array(array)
     columns, last = frozenset(found["columns"]), tuple(found["last"])
     return data.Mark(found["inode"], found["rowid"], found["change"], columns, found["tail"], last)
+
+
+def rewrite_after(mark):
+    """How far the database may move on before what is saved is saved again: 5 % of its
+    rows (catching up is then cheap at a start), at least 1,000 and at most
+    REWRITE_AFTER (a save takes ~0.5 s at 1M rows)."""
+    return min(REWRITE_AFTER, max(1_000, mark.rowid // 20))
 
 
 def behind(saved, mark):

@@ -16,7 +16,7 @@ from demo_course import execute_result, grade_cell, notebook
 
 import progress_viewer as pv
 from progress_views import access, activity, snapshot
-from progress_views.data import CatalogCache, Data, database_key, read_catalog
+from progress_views.data import CatalogCache, Data, Follower, database_key, read_catalog
 
 MINUTE = 60
 LONG_NAME = "課題" * 39 + ".ipynb"  # 240 bytes: with `.bak_T` over the 255-byte limit
@@ -361,6 +361,47 @@ def test_a_viewer_starts_from_the_histories_an_earlier_one_saved(term):
     os.replace(db + ".copy", db)
     for assignment, history in viewer().histories().items():
         assert history.versions == fresh.history(assignment).versions
+
+
+def test_the_follower_reads_each_commit_before_a_page_asks_and_stops_when_none_does(term):
+    """While pages ask, a thread reads each commit as it lands: the catalog, every
+    assignment's History and the saves are those of the database now before any page
+    asks again, and equal a fresh viewer's; no page asking, it stops."""
+    root, cycle = term
+    db = str(root / "sync.sqlite")
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": db,
+        "USERS_CSV": str(root / "users.csv"),
+        "ACCESS_DB": private_access_db(),
+    }
+    data = Data(settings, access.PasswordGate(settings))
+    data.follower = Follower(data, seconds=0.05, idle=60)
+    cycle(0)
+    data.follower.touch()
+    for minute in (20, 40):
+        cycle(minute)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not read_now(data, db):
+            time.sleep(0.05)
+        assert read_now(data, db)  # read by the follower: no page asked since the commit
+        fresh = Data(settings, access.PasswordGate(settings))
+        for assignment, history in data.memo("histories", dict).items():
+            assert history.versions == fresh.history(assignment).versions
+    assert data.catalogs.full_reads == 1
+    data.follower.idle = 0.2
+    time.sleep(0.5)
+    assert not data.follower.thread.is_alive()
+
+
+def read_now(data, db):
+    """True when the data layer holds the database as it is now: its catalog, and the
+    History of every assignment."""
+    current = data.catalogs.current
+    if current is None or current.key != database_key(db):
+        return False
+    kept = current.cache.items.get(("histories", data.people().key), {})
+    return set(kept) == set(data.assignments())
 
 
 # ---------------------------------------------------------------------------- version_details
