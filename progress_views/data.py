@@ -699,9 +699,14 @@ def version_url(template, filename):
 class Earlier(dict):
     """{assignment: History} last read, and the catalog lineage they were read in: a
     History is reused only for the database read incrementally since (not for a database
-    replaced, or renumbered by a VACUUM); whole when its rows are the same."""
+    replaced, or renumbered by a VACUUM); whole when its rows are the same. The follower's
+    thread and the requests' use it: `lock` keeps a lineage and its Histories together."""
 
     lineage = None
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
 
 
 class FileNames:
@@ -903,11 +908,12 @@ class Data:
         index = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
         owner = np.repeat(np.arange(len(sources), dtype=np.int32), lengths)
         rowid, t = catalog.rowid[index], catalog.t[index].astype(np.int64)
-        if self.earlier.lineage != catalog.lineage:
-            self.earlier.clear()
-            self.earlier.lineage = catalog.lineage
-            self.earlier.update(self.saved_histories(catalog.mark))
-        previous = self.earlier.get(assignment)
+        with self.earlier.lock:
+            if self.earlier.lineage != catalog.lineage:
+                self.earlier.clear()
+                self.earlier.lineage = catalog.lineage
+                self.earlier.update(self.saved_histories(catalog.mark))
+            previous = self.earlier.get(assignment)
         if previous is not None and model.same_rows(previous, rowid, t):
             return previous
         conn = self.connect()
@@ -924,7 +930,9 @@ class Data:
             )
         finally:
             conn.close()
-        self.earlier[assignment] = history
+        with self.earlier.lock:
+            if self.earlier.lineage == catalog.lineage:
+                self.earlier[assignment] = history
         release_freed_memory()  # what reading it, or the History it replaces, took
         return history
 

@@ -20,6 +20,7 @@ saved from (data.continues).
 import json
 import logging
 import os
+import threading
 import zipfile
 from contextlib import suppress
 
@@ -108,7 +109,7 @@ class Store:
 def write(path, arrays):
     """Write `arrays` (and the FORMAT) to `path`: a private temporary file renamed over
     it."""
-    temporary = f"{path}.{os.getpid()}.tmp"
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # a writer's own
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(descriptor, 0o600)  # a file left by a crash keeps its mode otherwise
