@@ -20,7 +20,7 @@ saved from (data.continues).
 import json
 import logging
 import os
-import threading
+import tempfile
 import zipfile
 from contextlib import suppress
 
@@ -107,12 +107,11 @@ class Store:
 
 
 def write(path, arrays):
-    """Write `arrays` (and the FORMAT) to `path`: a private temporary file renamed over
-    it."""
-    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # a writer's own
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write `arrays` (and the FORMAT) to `path`: a private temporary file of a name no one
+    can guess (made with O_EXCL: a link planted there is never followed), renamed over it."""
+    folder, name = os.path.split(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=name + ".", suffix=".tmp", dir=folder)
     try:
-        os.fchmod(descriptor, 0o600)  # a file left by a crash keeps its mode otherwise
         with os.fdopen(descriptor, "wb") as stream:
             np.savez(stream, format=np.array([FORMAT]), **arrays)
         os.replace(temporary, path)
@@ -123,12 +122,17 @@ def write(path, arrays):
 
 
 def read(path):
-    """{name: array} saved at `path` by write(); UNREADABLE errors for none, another
-    FORMAT or a damaged file."""
-    with np.load(path, allow_pickle=False) as stored:
-        if stored["format"].tolist() != [FORMAT]:
-            raise ValueError(f"{path} is not of format {FORMAT}")
-        return dict(stored.items())
+    """{name: array} saved at `path` by write(); UNREADABLE errors for none, a link, a file
+    of another account's or that others may write (not this viewer's own), another FORMAT
+    or a damaged file."""
+    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise ValueError(f"{path} is not this viewer's own file")
+        with np.load(stream, allow_pickle=False) as stored:
+            if stored["format"].tolist() != [FORMAT]:
+                raise ValueError(f"{path} is not of format {FORMAT}")
+            return dict(stored.items())
 
 
 def as_array(value):

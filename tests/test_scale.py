@@ -275,6 +275,15 @@ def test_a_viewer_starts_from_the_catalog_an_earlier_one_saved(term):
     np.savez(path, format=np.array([snapshot.FORMAT]), sources=np.frombuffer(b"[", np.uint8))
     fifth = CatalogCache(snapshot.Store(stem))  # the right format, not what it holds
     assert seen(fifth.get(db)) == seen(full_read(db)) and fifth.full_reads == 1
+    assert fifth.store.load(1) is not None  # saved again after that full read
+    os.chmod(path, 0o666)  # another account could have written it
+    assert CatalogCache(snapshot.Store(stem)).store.load(1) is None
+    os.replace(path, path + ".real")
+    os.symlink(path + ".real", path)  # a link planted where the viewer saves
+    assert CatalogCache(snapshot.Store(stem)).store.load(1) is None
+    os.chmod(path + ".real", 0o600)
+    assert snapshot.read(path + ".real")  # what the link points to is fine itself
+    assert not [name for name in os.listdir(root) if name.endswith(".tmp")]
 
 
 @pytest.mark.parametrize(
