@@ -656,8 +656,8 @@ class CatalogCache:
         self.store = store
 
     def get(self, db):
-        key = database_key(db)
         with self.lock:
+            key = database_key(db)  # under the lock: the file a read is of, not an older one
             if self.current is None and self.store is not None:
                 self.current = self.store.load(self.lineages + 1)
                 self.lineages += self.current is not None
@@ -769,8 +769,7 @@ class Follower:
         """A page asked: follow (again) from now on."""
         self.touched = time.monotonic()
         with self.lock:
-            running = self.thread is not None and self.thread.is_alive()
-            if running and self.pid == os.getpid():
+            if self.thread is not None and self.pid == os.getpid():
                 return
             self.pid = os.getpid()
             self.thread = threading.Thread(target=self.run, name="follower", daemon=True)
@@ -778,11 +777,21 @@ class Follower:
 
     def run(self):
         try:
-            while time.monotonic() - self.touched < self.idle:
+            while self.wanted():
                 self.follow()
                 time.sleep(self.seconds)
         except SystemExit:  # asked to end (a test server stops every thread it did not start)
-            return
+            with self.lock:
+                self.thread = None
+
+    def wanted(self):
+        """True while a page asked lately; else the thread is done (under the lock, so
+        that a touch() now starts another)."""
+        with self.lock:
+            if time.monotonic() - self.touched < self.idle:
+                return True
+            self.thread = None
+            return False
 
     def follow(self):
         """Read what changed, if anything (what cannot be read now is the pages' to say)."""
@@ -870,16 +879,19 @@ class Data:
             histories[assignment] = self.load_history(assignment)
         return histories[assignment]
 
-    def histories(self):
-        """{assignment: History} of every assignment (saved for the next start, when there
-        is a store and what it holds is not recent)."""
+    def histories(self, tries=3):
+        """{assignment: History} of every assignment, all of one catalog (read again when
+        another thread read a commit meanwhile); saved for the next start with that
+        catalog's mark, when there is a store and what it holds is not recent."""
+        catalog = self.catalog()
         histories = {}
         for assignment in self.assignments():
             with suppress(KeyError):  # gone with what another thread read meanwhile
                 histories[assignment] = self.history(assignment)
+        if self.catalog() is not catalog:  # catalogs only move on: some are of a newer one
+            return self.histories(tries - 1) if tries > 1 else histories
         if self.store is not None:
-            entries = {a: self.earlier[a] for a in histories if a in self.earlier}
-            self.store.keep_histories(self.catalog().mark, entries)
+            self.store.keep_histories(catalog.mark, histories)
         return histories
 
     def saves(self):

@@ -20,6 +20,7 @@ saved from (data.continues).
 import json
 import logging
 import os
+import stat
 import tempfile
 import zipfile
 from contextlib import suppress
@@ -122,12 +123,14 @@ def write(path, arrays):
 
 
 def read(path):
-    """{name: array} saved at `path` by write(); UNREADABLE errors for none, a link, a file
-    of another account's or that others may write (not this viewer's own), another FORMAT
-    or a damaged file."""
-    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as stream:
+    """{name: array} saved at `path` by write(); UNREADABLE errors for none, a link, a FIFO
+    or anything not a file, a file of another account's or that others may write (not
+    this viewer's own), another FORMAT or a damaged file."""
+    # O_NONBLOCK: opening a FIFO planted there must not wait for a writer
+    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as stream:
         info = os.fstat(stream.fileno())
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        own = stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+        if not own or info.st_mode & 0o022:
             raise ValueError(f"{path} is not this viewer's own file")
         with np.load(stream, allow_pickle=False) as stored:
             if stored["format"].tolist() != [FORMAT]:

@@ -27,15 +27,22 @@ WIDTH, HEIGHT = 1280, 800
 
 
 def viewport(dash_duo):
-    """Make the page's visible area 1280x800 (the window's frame taken into account)."""
+    """Make the page's visible area 1280x800 (the window's frame taken into account; a
+    busy machine's Chromium may take a while to apply a size, so until it is so)."""
     driver = dash_duo.driver
+
+    def fitted():
+        inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+        if inner == [WIDTH, HEIGHT]:
+            return True
+        outer = driver.get_window_size()
+        driver.set_window_size(
+            outer["width"] + WIDTH - inner[0], outer["height"] + HEIGHT - inner[1]
+        )
+        return False
+
     driver.set_window_size(WIDTH, HEIGHT)
-    inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
-    driver.set_window_size(2 * WIDTH - inner[0], 2 * HEIGHT - inner[1])
-    assert driver.execute_script("return [window.innerWidth, window.innerHeight]") == [
-        WIDTH,
-        HEIGHT,
-    ]
+    wait_until(fitted)
 
 
 def bottom(dash_duo, selector, index=0):

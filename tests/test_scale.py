@@ -6,6 +6,7 @@ in full. Real databases made by the real scripts."""
 import os
 import shutil
 import sqlite3
+import threading
 import time
 
 import demo_course
@@ -284,6 +285,14 @@ def test_a_viewer_starts_from_the_catalog_an_earlier_one_saved(term):
     os.chmod(path + ".real", 0o600)
     assert snapshot.read(path + ".real")  # what the link points to is fine itself
     assert not [name for name in os.listdir(root) if name.endswith(".tmp")]
+    os.unlink(path)
+    os.mkfifo(path)  # a FIFO planted there: opening it must not wait for a writer
+    loading = threading.Thread(
+        target=CatalogCache(snapshot.Store(stem)).get, args=(db,), daemon=True
+    )
+    loading.start()
+    loading.join(30)
+    assert not loading.is_alive()
 
 
 @pytest.mark.parametrize(
@@ -398,9 +407,54 @@ def test_the_follower_reads_each_commit_before_a_page_asks_and_stops_when_none_d
         for assignment, history in data.memo("histories", dict).items():
             assert history.versions == fresh.history(assignment).versions
     assert data.catalogs.full_reads == 1
+    thread = data.follower.thread
     data.follower.idle = 0.2
     time.sleep(0.5)
-    assert not data.follower.thread.is_alive()
+    assert not thread.is_alive() and data.follower.thread is None
+    data.follower.idle = 60
+    data.follower.touch()  # a page asks again: following again
+    assert data.follower.thread is not None and data.follower.thread.is_alive()
+
+
+def test_one_call_gives_and_saves_the_histories_of_one_catalog(term, monkeypatch):
+    """Another thread reads a commit while every assignment's History is being read: the
+    call reads them again of the newer catalog, and what it saves for the next start is of
+    that one (not an older History under the newer catalog's mark)."""
+    root, cycle = term
+    stem = str(root / "viewer-")
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(root / "sync.sqlite"),
+        "USERS_CSV": str(root / "users.csv"),
+        "ACCESS_DB": private_access_db(),
+    }
+    data = Data(settings, access.PasswordGate(settings), store=snapshot.Store(stem))
+    for minute in (0, 30):
+        cycle(minute)
+    first, *_ = data.assignments()
+    read = Data.history
+    calls = []
+
+    def history(self, assignment):
+        calls.append(assignment)
+        if len(calls) == 2:  # the first is read: a commit changes it, another thread reads it
+            folder = root / self.people().by_uid["u001"].notebooks
+            answer = notebook([grade_cell("x = 1", "p1_1", [execute_result("1")])])
+            write_json(folder / first, answer, time.time())
+            sync(root)
+            self.catalog()
+        return read(self, assignment)
+
+    monkeypatch.setattr(Data, "history", history)
+    got = data.histories()
+    monkeypatch.setattr(Data, "history", read)
+    fresh = Data(settings, access.PasswordGate(settings))
+    assert {a: h.versions for a, h in got.items()} == {
+        a: h.versions for a, h in fresh.histories().items()
+    }
+    restarted = Data(settings, access.PasswordGate(settings), store=snapshot.Store(stem))
+    for assignment, history in restarted.histories().items():
+        assert history.versions == fresh.history(assignment).versions
 
 
 def read_now(data, db):
