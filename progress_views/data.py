@@ -25,6 +25,7 @@ database is read only here, in callbacks, never at import: the sync loop keeps w
 
 import ctypes
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -39,6 +40,7 @@ import numpy as np
 import make_database
 from progress_views import handles, model
 
+LOG = logging.getLogger("progress_viewer")
 MASK = "*"
 OWN_FILE = "(a file only this student has)"  # an unshared path, without the password
 CACHE_ENTRIES = 32  # derived results kept per catalog (masks, histories, labels)
@@ -764,12 +766,13 @@ class Follower:
         self.thread = None
         self.pid = None
         self.touched = 0.0
+        self.problem = ""  # the last unexpected error, logged once
 
     def touch(self):
         """A page asked: follow (again) from now on."""
         self.touched = time.monotonic()
         with self.lock:
-            if self.thread is not None and self.pid == os.getpid():
+            if self.thread is not None and self.thread.is_alive() and self.pid == os.getpid():
                 return
             self.pid = os.getpid()
             self.thread = threading.Thread(target=self.run, name="follower", daemon=True)
@@ -794,12 +797,17 @@ class Follower:
             return False
 
     def follow(self):
-        """Read what changed, if anything (what cannot be read now is the pages' to say)."""
+        """Read what changed, if anything (what cannot be read now is the pages' to say;
+        anything else is logged once, and the pages read it themselves)."""
         try:
             self.data.histories()
             self.data.saves()
         except self.data.errors:
             pass
+        except Exception as error:  # never the end of following
+            if repr(error) != self.problem:
+                LOG.exception("following the database: %r", error)
+            self.problem = repr(error)
 
 
 # ---------------------------------------------------------------------------- the interface

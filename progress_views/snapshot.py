@@ -32,9 +32,7 @@ from progress_views import access, data, model
 FORMAT = 5
 # what reading a file that is not one this viewer wrote can raise: it is then not used
 UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
-REWRITE_AFTER = (
-    100_000  # rows added or replaced since a file was saved, at most, before it is again
-)
+REWRITE_AFTER = 100_000  # rows added or replaced, at most, before a file is saved again
 LOG = logging.getLogger("progress_viewer")
 
 
@@ -78,8 +76,8 @@ class Store:
         return None
 
     def keep_histories(self, mark, entries):
-        """Save {assignment: History} read at `mark` when none is
-        saved yet or the saved ones are rewrite_after() rows behind."""
+        """Save {assignment: History} read at `mark` when none is saved yet or the saved
+        ones are rewrite_after() rows behind."""
         if not self.due(self.histories_path, mark, False):
             return
         arrays = {"mark": mark_array(mark)}
