@@ -802,6 +802,7 @@ class Follower:
         try:
             self.data.histories()
             self.data.saves()
+            self.problem = ""
         except self.data.errors:
             pass
         except Exception as error:  # never the end of following

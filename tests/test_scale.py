@@ -457,6 +457,30 @@ def test_one_call_gives_and_saves_the_histories_of_one_catalog(term, monkeypatch
         assert history.versions == fresh.history(assignment).versions
 
 
+def test_an_unexpected_error_while_following_is_logged_once_and_following_goes_on(
+    term, monkeypatch, caplog
+):
+    root, cycle = term
+    settings = {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(root / "sync.sqlite"),
+        "USERS_CSV": str(root / "users.csv"),
+        "ACCESS_DB": private_access_db(),
+    }
+    data = Data(settings, access.PasswordGate(settings))
+    cycle(0)
+    monkeypatch.setattr(Data, "saves", lambda self: 1 / 0)
+    for _ in range(3):
+        data.follower.follow()
+    assert caplog.text.count("following the database: ZeroDivisionError") == 1
+    monkeypatch.undo()
+    data.follower.follow()  # works again
+    monkeypatch.setattr(Data, "saves", lambda self: 1 / 0)
+    data.follower.follow()  # and fails again: said again
+    assert caplog.text.count("following the database: ZeroDivisionError") == 2
+    assert data.catalogs.full_reads == 1
+
+
 def read_now(data, db):
     """True when the data layer holds the database as it is now: its catalog, and the
     History of every assignment."""
