@@ -784,8 +784,7 @@ class Follower:
                 self.follow()
                 time.sleep(self.seconds)
         except SystemExit:  # asked to end (a test server stops every thread it did not start)
-            with self.lock:
-                self.thread = None
+            self.done()
 
     def wanted(self):
         """True while a page asked lately; else the thread is done (under the lock, so
@@ -793,8 +792,17 @@ class Follower:
         with self.lock:
             if time.monotonic() - self.touched < self.idle:
                 return True
-            self.thread = None
+            self.forget_this_thread()
             return False
+
+    def done(self):
+        """This thread ends: the next touch() starts another."""
+        with self.lock:
+            self.forget_this_thread()
+
+    def forget_this_thread(self):
+        if self.thread is threading.current_thread():
+            self.thread = None
 
     def follow(self):
         """Read what changed, if anything (what cannot be read now is the pages' to say;
