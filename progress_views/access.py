@@ -129,8 +129,9 @@ def access_db_path(settings):
 
 
 def make_private_file(path):
-    """Create `path` readable by its owner only, or make an existing one so."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Create `path` readable by its owner only, or make an existing one so; a link there
+    is refused (OSError), not followed to a file it would make private or create."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         if stat.S_IMODE(os.fstat(descriptor).st_mode) & 0o077:
             os.fchmod(descriptor, 0o600)

@@ -97,6 +97,19 @@ def test_the_access_db_is_private(tmp_path):
     assert not (tmp_path / "sync.sqlite").exists()
 
 
+def test_a_link_planted_where_the_access_db_goes_is_refused(tmp_path):
+    """In a folder others could write, a link where ACCESS_DB goes would have the viewer
+    create or change the file it points to: it is refused with its name instead."""
+    target = tmp_path / "someone_elses_file"
+    target.write_text("theirs\n")
+    target.chmod(0o644)
+    (tmp_path / "access.sqlite").symlink_to(target)
+    settings = {**pv.DEFAULTS, "ACCESS_DB": str(tmp_path / "access.sqlite"), "PASSWD": "pw"}
+    with pytest.raises(access.AccessDbError, match="access.sqlite"):
+        access.PasswordGate(settings).check("wrong", "10.0.0.1")
+    assert target.read_text() == "theirs\n" and stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
 # ---------------------------------------------------------------------------- every route
 
 
