@@ -55,6 +55,17 @@ def owners_by_rowid(catalog):
     return {r: catalog.numbering.owners[n] for r, n in owners if r in there}
 
 
+def viewer_settings(root, **more):
+    """The viewer's settings for the course in `root` (a private ACCESS_DB of its own)."""
+    return {
+        **pv.DEFAULTS,
+        "SYNC_SQLITE": str(root / "sync.sqlite"),
+        "USERS_CSV": str(root / "users.csv"),
+        "ACCESS_DB": private_access_db(),
+        **more,
+    }
+
+
 def full_read(db):
     return read_catalog(str(db), database_key(str(db)))
 
@@ -129,12 +140,7 @@ def test_a_database_replaced_or_whose_counter_went_back_is_read_in_full(term):
     full, and the histories read before are not reused."""
     root, cycle = term
     db = str(root / "sync.sqlite")
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": db,
-        "USERS_CSV": str(root / "users.csv"),
-        "ACCESS_DB": private_access_db(),
-    }
+    settings = viewer_settings(root)
     data = Data(settings, access.PasswordGate(settings))
     for minute in (0, 10, 20):
         cycle(minute)
@@ -186,12 +192,7 @@ def test_histories_kept_across_cycles_equal_fresh_ones(term):
     """The data layer updates every assignment's History after each cycle from the
     catalog's changes; each equals the History a fresh viewer reads."""
     root, cycle = term
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": str(root / "sync.sqlite"),
-        "USERS_CSV": str(root / "users.csv"),
-        "ACCESS_DB": private_access_db(),
-    }
+    settings = viewer_settings(root)
     data = Data(settings, access.PasswordGate(settings))
     for minute in range(0, 61, 15):
         cycle(minute)
@@ -212,13 +213,7 @@ def test_after_a_cycle_only_the_changed_assignments_history_is_read_and_new_file
     notebook is listed and found by the path regexp (what is kept per set of sources is
     made again when a source comes)."""
     root, cycle = term
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": str(root / "sync.sqlite"),
-        "USERS_CSV": str(root / "users.csv"),
-        "ACCESS_DB": private_access_db(),
-        "PASSWD": "pw",
-    }
+    settings = viewer_settings(root, PASSWD="pw")
     data = Data(settings, access.PasswordGate(settings))
     for minute in (0, 30):
         cycle(minute)
@@ -343,12 +338,7 @@ def test_a_viewer_starts_from_the_histories_an_earlier_one_saved(term):
     root, cycle = term
     db = str(root / "sync.sqlite")
     stem = str(root / "viewer-")
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": db,
-        "USERS_CSV": str(root / "users.csv"),
-        "ACCESS_DB": private_access_db(),
-    }
+    settings = viewer_settings(root)
 
     def viewer():
         return Data(settings, access.PasswordGate(settings), store=snapshot.Store(stem))
@@ -387,12 +377,7 @@ def test_the_follower_reads_each_commit_before_a_page_asks_and_stops_when_none_d
     asks again, and equal a fresh viewer's; no page asking, it stops."""
     root, cycle = term
     db = str(root / "sync.sqlite")
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": db,
-        "USERS_CSV": str(root / "users.csv"),
-        "ACCESS_DB": private_access_db(),
-    }
+    settings = viewer_settings(root)
     data = Data(settings, access.PasswordGate(settings))
     data.follower = Follower(data, seconds=0.05, idle=60)
     cycle(0)
@@ -422,12 +407,7 @@ def test_one_call_gives_and_saves_the_histories_of_one_catalog(term, monkeypatch
     that one (not an older History under the newer catalog's mark)."""
     root, cycle = term
     stem = str(root / "viewer-")
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": str(root / "sync.sqlite"),
-        "USERS_CSV": str(root / "users.csv"),
-        "ACCESS_DB": private_access_db(),
-    }
+    settings = viewer_settings(root)
     data = Data(settings, access.PasswordGate(settings), store=snapshot.Store(stem))
     for minute in (0, 30):
         cycle(minute)
@@ -461,12 +441,7 @@ def test_an_unexpected_error_while_following_is_logged_once_and_following_goes_o
     term, monkeypatch, caplog
 ):
     root, cycle = term
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": str(root / "sync.sqlite"),
-        "USERS_CSV": str(root / "users.csv"),
-        "ACCESS_DB": private_access_db(),
-    }
+    settings = viewer_settings(root)
     data = Data(settings, access.PasswordGate(settings))
     cycle(0)
     monkeypatch.setattr(Data, "saves", lambda self: 1 / 0)
@@ -495,13 +470,7 @@ def read_now(data, db):
 
 
 def activity_data(root):
-    settings = {
-        **pv.DEFAULTS,
-        "SYNC_SQLITE": str(root / "sync.sqlite"),
-        "USERS_CSV": str(root / "users.csv"),
-        "PASSWD": "pw",
-        "ACCESS_DB": private_access_db(),
-    }
+    settings = viewer_settings(root, PASSWD="pw")
     return Data(settings, access.PasswordGate(settings), lambda: "10.0.0.9")
 
 
