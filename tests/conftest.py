@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +30,13 @@ KILL_AFTER = (
     "setattr(md, name, wrapped)\n"
     "sys.exit(md.main(sys.argv[3:]))\n"
 )
+
+
+def kill_make_database_after(function, *args, cwd):
+    """make_database.py with `args` in `cwd`, killed with SIGKILL right after its
+    `function` returns (a crash at that point)."""
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER, ROOT, function, *args], cwd=cwd)
+    assert killed.returncode == -signal.SIGKILL
 
 
 @contextlib.contextmanager

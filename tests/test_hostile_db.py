@@ -9,17 +9,14 @@ except where a pure function is the thing asked about.
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 from conftest import (
-    KILL_AFTER,
-    ROOT,
+    kill_make_database_after,
     rows,
     run_script,
     sync,
@@ -401,11 +398,7 @@ def test_a_long_named_version_moved_before_a_kill_is_recorded_once_applied_again
     subprocess.run(["cp", "-a", str(hoge), str(hoge) + "-clean"], check=True)
     clean = type(hoge)(str(hoge) + "-clean")
     run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=clean)
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER, ROOT, "write_applied_log", "--log", f"sync_logs/{log}"],
-        cwd=hoge,
-    )
-    assert killed.returncode == -signal.SIGKILL
+    kill_make_database_after("write_applied_log", "--log", f"sync_logs/{log}", cwd=hoge)
     assert not (hoge / "sync_dest/.long_name_versions").exists()
     run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=hoge)
     assert every_table(hoge / "sync.sqlite") == every_table(clean / "sync.sqlite")
@@ -644,11 +637,7 @@ def test_side_tables_are_the_same_after_a_kill_and_after_applying_again(hoge):
     subprocess.run(["cp", "-a", str(hoge), str(hoge) + "-clean"], check=True)
     clean = type(hoge)(str(hoge) + "-clean")
     run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=clean)
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER, ROOT, "write_applied_log", "--log", f"sync_logs/{log}"],
-        cwd=hoge,
-    )
-    assert killed.returncode == -signal.SIGKILL
+    kill_make_database_after("write_applied_log", "--log", f"sync_logs/{log}", cwd=hoge)
     run_script("make_database.py", "--log", f"sync_logs/{log}", cwd=hoge)
     assert every_table(hoge / "sync.sqlite") == every_table(clean / "sync.sqlite")
     assert len(every_table(hoge / "sync.sqlite")["version_details"]) == 4

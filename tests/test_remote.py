@@ -7,11 +7,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
-from conftest import KILL_AFTER, ROOT, rows, run_script, sync, write_json, write_text
+from conftest import kill_make_database_after, rows, run_script, sync, write_json, write_text
 from demo_course import execute_result, grade_cell, notebook
 from test_hostile_sync import LONG_NAME
 from test_sync import KILL_POINTS, db_state, dest_files, read_until, start_loop
@@ -385,10 +384,7 @@ def test_make_database_killed_mid_apply_of_a_host_log_then_rerun_equals_a_clean_
             subprocess.run(command, input=paths, stdout=stream, check=True)
     args = ["--log", log, "--dest", "sync_dest", "--db", "sync.sqlite"]
     run_script("make_database.py", *args, cwd=clean)
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER, ROOT, KILL_POINTS[point], *args], cwd=crashed
-    )
-    assert killed.returncode == -signal.SIGKILL
+    kill_make_database_after(KILL_POINTS[point], *args, cwd=crashed)
     run_script("make_database.py", *args, cwd=crashed)
     assert db_state(crashed / "sync.sqlite") == db_state(clean / "sync.sqlite")
     assert dest_files(crashed) == dest_files(clean)

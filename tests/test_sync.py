@@ -15,9 +15,9 @@ import types
 
 import pytest
 from conftest import (
-    KILL_AFTER,
     REALDATA,
     ROOT,
+    kill_make_database_after,
     rows,
     run_script,
     sync,
@@ -744,10 +744,7 @@ def test_make_database_killed_mid_apply_then_rerun_equals_a_clean_run(tmp_path, 
         "--db",
         "sync.sqlite",
     ]
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER, ROOT, KILL_POINTS[point], *args], cwd=crashed
-    )
-    assert killed.returncode == -signal.SIGKILL
+    kill_make_database_after(KILL_POINTS[point], *args, cwd=crashed)
     run_script("make_database.py", *args, cwd=crashed)
     assert db_state(crashed / "sync.sqlite") == db_state(clean / "sync.sqlite")
     assert dest_files(crashed) == dest_files(clean)
