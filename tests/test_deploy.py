@@ -262,6 +262,18 @@ def gunicorn_viewer(tmp_path):
         log.close()
 
 
+def lines_logged(log, text, timeout=10):
+    """The lines of the server's log (an open file) that contain `text`, once there are
+    some (waiting up to `timeout` seconds; none after it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log.seek(0)
+        found = [line for line in log if text in line]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_gunicorn_log_lines_carry_timestamps(gunicorn_viewer):
     """Under gunicorn, the viewer's own log lines (a refused login) start with the time."""
     url, process, log = gunicorn_viewer
@@ -270,13 +282,7 @@ def test_gunicorn_log_lines_carry_timestamps(gunicorn_viewer):
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {credentials}"})
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(request, timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        log.seek(0)
-        refused = [line for line in log if "'staff'" in line]
-        if refused:
-            break
-        time.sleep(0.2)
+    refused = lines_logged(log, "'staff'")
     assert refused and re.match(TIMESTAMP, refused[0]), refused
     log.seek(0)
     assert "Tr0ub4dor" not in log.read()
@@ -286,13 +292,7 @@ def test_gunicorn_access_log_hides_tokens(gunicorn_viewer):
     """gunicorn's access log, when asked for, shows `token=<hidden>` for a token in the URL."""
     url, process, log = gunicorn_viewer
     assert wait_for_http(f"{url}?token=a-secret-token&x=1", process) == 401
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        log.seek(0)
-        logged = [line for line in log if '"GET /?token=' in line]
-        if logged:
-            break
-        time.sleep(0.2)
+    logged = lines_logged(log, '"GET /?token=')
     assert logged and '"GET /?token=<hidden>&x=1 HTTP/1.1" 401' in logged[0], logged
     log.seek(0)
     assert "a-secret-token" not in log.read()
