@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
-from bench_sync import PHASES, make_tree, time_cycles, write_results  # noqa: E402
+from bench_sync import PHASES, cycle_tables, make_tree, time_cycles, write_results  # noqa: E402
 
 import make_database  # noqa: E402
 import rsync_notebooks  # noqa: E402
@@ -147,19 +146,8 @@ def report(args, total, results):
         "hosts' bare rsync run at the same time with the same flags: the full copy, then "
         f"{args.rounds} cycles after 5% of the notebooks changed and as many with no change.",
         "",
-        "| cycle | files changed | cycles | bare rsync p50 (s) | rsync_notebooks.py p50 (s) "
-        "| ratio of p50 |",
-        "|---|---|---|---|---|---|",
+        *cycle_tables(results),
     ]
-    for phase, changed, bare, mine in results:
-        p50 = statistics.median(mine) / statistics.median(bare)
-        lines.append(
-            f"| {phase} | {changed} | {len(mine)} | {statistics.median(bare):.2f} "
-            f"| {statistics.median(mine):.2f} | {p50:.2f}x |"
-        )
-    lines += ["", "Every cycle's time in seconds (bare rsync / rsync_notebooks.py):", ""]
-    for phase, _, bare, mine in results:
-        lines.append(f"- {phase}: " + ", ".join(f"{b:.2f}/{m:.2f}" for b, m in zip(bare, mine)))
     return "\n".join(lines) + "\n"
 
 

@@ -252,16 +252,10 @@ def parse_rate(root):
     return len(paths) / (time.perf_counter() - started)
 
 
-def report(args, total, median, results, databases, parse):
+def cycle_tables(results):
+    """The lines of the table of medians and ratios of [(phase, files changed, bare rsync
+    times, rsync_notebooks.py times)], then every cycle's times."""
     lines = [
-        f"# Sync benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
-        "",
-        f"Course: {args.students} students x {args.notebooks} notebooks, "
-        f"{total / 1e6:.0f} MB, median notebook {median / 1e3:.0f} KB. "
-        f"{args.copies} destination pairs; on each the full copy, then {args.rounds} "
-        "cycles after 5% of the notebooks changed and as many with no change, in one "
-        "running loop.",
-        "",
         "| cycle | files changed | cycles | bare rsync p50 (s) | rsync_notebooks.py p50 (s) "
         "| ratio of p50 | ratio of means |",
         "|---|---|---|---|---|---|---|",
@@ -277,7 +271,22 @@ def report(args, total, median, results, databases, parse):
     for phase, _, bare, mine in results:
         pairs = ", ".join(f"{b:.2f}/{m:.2f}" for b, m in zip(bare, mine))
         lines.append(f"- {phase}: {pairs}")
-    lines.append("")
+    return lines
+
+
+def report(args, total, median, results, databases, parse):
+    lines = [
+        f"# Sync benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
+        "",
+        f"Course: {args.students} students x {args.notebooks} notebooks, "
+        f"{total / 1e6:.0f} MB, median notebook {median / 1e3:.0f} KB. "
+        f"{args.copies} destination pairs; on each the full copy, then {args.rounds} "
+        "cycles after 5% of the notebooks changed and as many with no change, in one "
+        "running loop.",
+        "",
+        *cycle_tables(results),
+        "",
+    ]
     for moment, (summary, problems, size) in databases.items():
         lines.append(
             f"The first loop's database {moment}: {summary:,} summary rows, "
