@@ -128,29 +128,28 @@ def decoded(node):
     return node
 
 
-def values_in(node):
-    """Every scalar of a JSON tree."""
+def nodes_in(node):
+    """Every dict, list and scalar of a JSON tree."""
     stack = [node]
     while stack:
         item = stack.pop()
+        yield item
         if isinstance(item, dict):
             stack += item.values()
         elif isinstance(item, list):
             stack += item
-        else:
-            yield item
+
+
+def values_in(node):
+    """Every scalar of a JSON tree."""
+    return (item for item in nodes_in(node) if not isinstance(item, (dict, list)))
 
 
 def lists_in(node):
     """Every list of a JSON tree, and every multi-line string's lines (a CSV)."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack += item.values()
-        elif isinstance(item, list):
+    for item in nodes_in(node):
+        if isinstance(item, list):
             yield item
-            stack += item
         elif isinstance(item, str) and "\n" in item:
             yield item.splitlines()
 
