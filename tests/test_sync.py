@@ -343,6 +343,9 @@ def test_real_nbgrader_course_is_recorded(tmp_path):
         assert got == expected[1]
 
 
+PLOTS = 100  # more than 3 chunks of Parsing.CHUNK, without ../shared/realdata too
+
+
 def write_big_cycle(root):
     """A cycle of many notebooks, several megabytes in all (so make_database parses them in
     worker processes): the real nbgrader notebooks, plotted answers of every outcome, a
@@ -359,7 +362,7 @@ def write_big_cycle(root):
         [error_output("NameError", "x")],
         [],
     ]
-    for i in range(40):
+    for i in range(PLOTS):
         cells = [grade_cell(f"x = {i}", f"q{j}", outputs[(i + j) % 4]) for j in range(3)]
         write_json(root / f"class/b/plots/p{i:02d}.ipynb", notebook(cells))
     write_text(root / "class/b/plots/broken.ipynb", '{"cells": [')
@@ -378,7 +381,7 @@ def test_a_big_cycle_parsed_in_workers_records_what_each_notebook_holds(tmp_path
         "SELECT filename, owner, code_ok, code_display,"
         " code_stream, code_error, code_empty FROM summary ORDER BY filename",
     )
-    assert len(recorded) == 40 + 2 + len(glob.glob(str(tmp_path / "class/a/real/*")))
+    assert len(recorded) == PLOTS + 2 + len(glob.glob(str(tmp_path / "class/a/real/*")))
     assert sum(os.path.getsize(dest / name) for name, *_ in recorded) > md.Parsing.MIN_BYTES
     for filename, owner, *counts in recorded:
         assert owner == filename.split("/")[1]
