@@ -696,18 +696,66 @@ def parse_notebook(path):
     return parse_notebook_bytes(data)
 
 
+def counted(parse, argument):
+    """parse(argument)'s (counts, problems), or why it has none: whatever goes wrong while
+    one file is read or counted costs that file only."""
+    try:
+        return parse(argument)
+    except NotANotebook as error:
+        return str(error)
+    except Exception as error:  # a shape no predicate foresaw: reported, never fatal
+        return f"{type(error).__name__} while counting ({error})"
+
+
 def parse_each(paths):
-    """For each path, parse_notebook's (counts, problems), or why it has none: whatever
-    goes wrong while one file is read or counted costs that file only."""
-    results = []
-    for path in paths:
-        try:
-            results.append(parse_notebook(path))
-        except NotANotebook as error:
-            results.append(str(error))
-        except Exception as error:  # a shape no predicate foresaw: reported, never fatal
-            results.append(f"{type(error).__name__} while counting ({error})")
-    return results
+    """For each path, parse_notebook's (counts, problems), or why it has none (counted)."""
+    return [counted(parse_notebook, path) for path in paths]
+
+
+def file_identity(info):
+    """(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of a stat: what tells one file's
+    bytes from another's. rsync never writes a copy in place (it renames a new file over
+    it: another inode), and any write or utime of the same inode moves its ctime."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def parse_copy(path):
+    """(file_identity, parse_each's result) of the file at `path`, read through one open
+    file that stayed the same while it was read; None when it is not a regular file (a
+    symlink is never followed, a FIFO never waited on), cannot be read, or changed
+    meanwhile. rsync_notebooks.py parses copies so while rsync still copies (EarlyParser);
+    Parsing takes a result only for the file whose identity it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as stream:
+            data = stream.read()
+        after = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if file_identity(before) != file_identity(after):
+        return None
+    return file_identity(after), counted(parse_notebook_bytes, data)
+
+
+def parsed_in_place(dest, names, parsed):
+    """{name: result} of the `names` that `parsed` ({name: (file_identity, result)}, from
+    parse_copy) holds a result for, read from the very file now at `dest/name`."""
+    found = {}
+    for name in names:
+        if name in parsed:
+            identity, result = parsed[name]
+            info = lstat_or_none(os.path.join(dest, name))
+            if info is not None and file_identity(info) == identity:
+                found[name] = result
+    return found
 
 
 class Parsing:
@@ -721,13 +769,17 @@ class Parsing:
     notebooks (and writes their rows) while the workers parse the next ones. A worker only
     reads notebooks (it never uses the database connection this process may hold, and
     leaves by os._exit); if one fails, the chunks it did not send are parsed here instead.
-    Few or small notebooks are parsed here only, when they are asked for.
+    Few or small notebooks are parsed here only, when they are asked for. Notebooks
+    `parsed` already (parsed_in_place: read from the very file there now, while rsync
+    copied) are not parsed again.
     """
 
     MIN_BYTES = 2_000_000  # less than this is parsed faster than a fork is made
     CHUNK = 32  # notebooks a worker parses before it sends their results
 
-    def __init__(self, dest, names, cores=None):
+    def __init__(self, dest, names, cores=None, parsed=None):
+        self.early = parsed_in_place(dest, names, parsed or {})  # name: result
+        names = [name for name in names if name not in self.early]
         self.paths = [os.path.join(dest, name) for name in names]
         self.place = {name: i for i, name in enumerate(names)}
         self.results = {}  # place: result, of the chunks received and not yet asked for
@@ -746,6 +798,8 @@ class Parsing:
 
     def result(self, name):
         """parse_each's result for `name`, or None for a name not given."""
+        if name in self.early:
+            return self.early.pop(name)
         place = self.place.get(name)
         if place is None:
             return None
@@ -1226,8 +1280,10 @@ def oversize_records(conn, sync_log, folders, cycle, taken, warn):
     return records, keys
 
 
-def apply_log(conn, log, dest, users, warn=None):
+def apply_log(conn, log, dest, users, warn=None, parsed=None):
     """Apply one sync log: rename backups, then record every version in one transaction.
+    `parsed` ({name: (file_identity, result)}) holds notebooks parsed while rsync copied
+    (parse_copy); each is used only for the very file it was read from.
 
     Returns the number of versions recorded.
     """
@@ -1236,7 +1292,7 @@ def apply_log(conn, log, dest, users, warn=None):
     cycle, folders = cycle_time(sync_log.suffix, log), user_folders(users)
     # the copies' parsing starts at once, the renames and the database reads go on meanwhile
     notebooks = [f for f in sync_log.files if f.endswith(".ipynb") and is_version(f)]
-    parsing = Parsing(dest, notebooks)
+    parsing = Parsing(dest, notebooks, parsed=parsed)
     try:
         versions = rename_backups(
             dest, sync_log.files, sync_log.suffix, sync_log.created, warn, bool(sync_log.folder)
@@ -1359,7 +1415,9 @@ def print_dry_run(log, dest, users):
     return 0
 
 
-def main(argv=None):
+def main(argv=None, parsed=None):
+    """The command line; `parsed` is what rsync_notebooks.py, which runs this in a fork of
+    itself, parsed while rsync copied (apply_log)."""
     args = build_parser().parse_args(argv)
     if args.parse_only:
         return print_parse_only(args.parse_only)
@@ -1376,7 +1434,7 @@ def main(argv=None):
         previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOP_SIGNALS}
         conn = connect(args.db)
         try:
-            recorded = apply_log(conn, args.log, args.dest, users)
+            recorded = apply_log(conn, args.log, args.dest, users, parsed=parsed)
         finally:
             conn.close()
             restrict_to_instructor(args.db)

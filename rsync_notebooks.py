@@ -11,7 +11,8 @@ Each cycle:
    `<dest>/.long_name_versions/T/` until make_database.py moves them beside them under a
    shortened name;
 3. runs make_database.py (the one beside this script) on that log to record every new
-   version in the SQLite database;
+   version in the SQLite database, handing it the notebooks parsed while rsync copied
+   (without sudo: then it runs in a fork of this process);
 4. prints one line (copied, recorded, warnings, time taken) and sleeps
    max(--min-sleep, time taken / --overhead) seconds.
 A cycle whose log cannot be written (a full disk) copies nothing and says so; after a
@@ -40,8 +41,10 @@ users.csv (then nothing is created).
 
 import argparse
 import concurrent.futures
+import contextlib
 import errno
 import fcntl
+import functools
 import gc
 import glob
 import os
@@ -126,6 +129,7 @@ BECAUSE_OF_PATTERN = " because of pattern "
 RECORDED_RE = re.compile(r": recorded (\d+) versions in ")
 LOG_RESERVE_MIN = 1024 * 1024  # disk set aside for a log, at the least
 PROGRESS_EVERY = 30  # seconds: a cycle's rsync that runs longer says how far it got
+EARLY_POLL = 0.005  # seconds the early parser waits when rsync brought nothing new
 # Rows on other machines (--remote): ssh never asks for a password nobody would type, and
 # gives up on a host that does not answer; a daemon likewise; a transfer that stalls ends.
 SSH_OPTIONS = "-o BatchMode=yes -o ConnectTimeout=10"
@@ -328,6 +332,17 @@ def long_name_files(names, sources):
                 files[folders[folder] + name[len(folder) :]] = folders[folder]
                 break
     return files
+
+
+def received_notebook(line):
+    """The notebook (its name under the destination) that a line of the cycle's log says
+    rsync received, `>f+++++++++|hoge/a/notebooks/nb.ipynb|`, else '': the notebooks
+    make_database.apply_log parses, as make_database.parse_log names them."""
+    match = make_database.ITEMIZE_RE.match(line)
+    if not match or not match.group(1).startswith(">f"):
+        return ""
+    name = make_database.log_name(match.group(2))
+    return name if name.endswith(".ipynb") and make_database.is_version(name) else ""
 
 
 def long_names_left_out(lines):
@@ -798,6 +813,91 @@ class CopyProgress:
         return self.folder
 
 
+class EarlyParser:
+    """While the cycle's local rsyncs copy, a thread of the loop that parses the notebooks
+    they have put in place (one core is mostly idle then), for make_database.py to use.
+
+    It tails the cycle's log `stream` as rsync writes it (up to the offset rsync's output
+    shares with `stream`, as written_lines reads it; complete lines only) and keeps each
+    notebook rsync names (received_notebook) pending until its copy is in place
+    (copy_in_place: rsync names a file before it renames it there), trying the pending
+    ones in order on each pass; then it parses it once with make_database.parse_copy.
+    A notebook whose source changed again is never in place, and is left to
+    make_database.py, as are those still pending when the copy ends: the thread stops
+    then (make_database's workers on every core parse the rest faster). `results` is
+    {name: (file identity, result)}; make_database uses one only for the very file it
+    was read from, so what is parsed when cannot change what is recorded. Whatever goes
+    wrong in the thread costs its results only.
+    """
+
+    def __init__(self, stream, dest, folders):
+        self.stream, self.dest, self.folders = stream, dest, folders
+        self.results, self.pending, self.offset = {}, {}, 0  # pending: an ordered set
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+    def run(self):
+        try:
+            with open(self.stream.name, "rb", buffering=0) as reader:
+                while not self.stopped.is_set():
+                    listed = self.read_more(reader)
+                    if not self.parse_in_place() and not listed:
+                        self.stopped.wait(EARLY_POLL)
+        except Exception:  # never the cycle's trouble: make_database.py parses them all
+            self.results = {}
+
+    def read_more(self, reader):
+        """Add the notebooks named by the lines rsync completed since the last look (read
+        through `reader`, the log opened for reading) to the pending ones; True when there
+        were such lines. The log's disk is set aside beyond what rsync wrote (start_log):
+        only what lies before `stream`'s offset is read."""
+        written = os.lseek(self.stream.fileno(), 0, os.SEEK_CUR)
+        data = os.pread(reader.fileno(), max(written - self.offset, 0), self.offset)
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.split(b"\n")[:-1]:
+            name = received_notebook(line.decode("utf-8", "surrogateescape"))
+            if name:
+                self.pending[name] = None
+        return bool(complete)
+
+    def parse_in_place(self):
+        """Parse each pending notebook whose copy is in place now, in their order, until
+        stopped; True when one was."""
+        progressed = False
+        for name in list(self.pending):
+            if self.stopped.is_set():
+                break
+            if copy_in_place(self.dest, name, self.folders):
+                del self.pending[name]
+                parsed = make_database.parse_copy(os.path.join(self.dest, name))
+                if parsed is not None:
+                    self.results[name] = parsed
+                progressed = True
+        return progressed
+
+
+def copy_in_place(dest, name, folders):
+    """True when the copy `name` in `dest` has its source's size and mtime (to the
+    nanosecond, as rsync --times leaves it): most likely rsync has put it in place."""
+    source = make_database.source_path(name, folders)
+    if source is None:  # no row holds it
+        return False
+    try:
+        copied, original = os.lstat(os.path.join(dest, name)), os.lstat(source)
+    except OSError:
+        return False
+    return (copied.st_size, copied.st_mtime_ns) == (original.st_size, original.st_mtime_ns)
+
+
 def copy(sources, args, t, stream, sudo, suspects, tally):
     """Run this cycle's rsyncs (rsync_groups: one, unless some failed last cycle); then
     copy the files whose names are too long for a backup suffix. The groups of folders
@@ -926,12 +1026,13 @@ def log_lists_files(log):
         return False
 
 
-def apply(args, log, sudo, tally):
+def apply(args, log, sudo, tally, parsed=None):
     """Run make_database.py on one log; True when it succeeded (or had nothing to do).
     What it says is passed on, but for the number of versions it recorded, which goes to
     `tally` with the number of its warnings.
 
-    Without sudo it runs in a fork of this process, which has already imported it."""
+    Without sudo it runs in a fork of this process, which has already imported it, and
+    is handed `parsed`, the notebooks of the log the EarlyParser parsed."""
     if not log_lists_files(log):
         return True
     command = make_database_command(args, log, sudo)
@@ -940,7 +1041,8 @@ def apply(args, log, sudo, tally):
             code = run(command, stdout=stdout, stderr=stderr)
         else:
             flags = make_database_flags(args, log)
-            code = run_forked(make_database.main, flags, stdout, stderr)
+            main = functools.partial(make_database.main, parsed=parsed)
+            code = run_forked(main, flags, stdout, stderr)
         pass_on(stdout, stderr, tally)
     if code != 0:
         message = f"error: make_database.py failed with exit code {code} on {log}"
@@ -1073,13 +1175,15 @@ def keep_open(db, requests):
 
 class Cycle(NamedTuple):
     """What one cycle's copy left: its T, its logs to apply (the local one first, then
-    one per host, in a fixed order), the groups of local folders whose rsync failed, and
-    whether every copy did its job."""
+    one per host, in a fixed order), the groups of local folders whose rsync failed,
+    whether every copy did its job, and what was parsed while rsync copied ({log:
+    EarlyParser results})."""
 
     t: int
     logs: list
     suspects: list
     complete: bool
+    parsed: dict | None = None
 
 
 def one_cycle(args, users, previous_t, sudo, suspects, tally):
@@ -1107,13 +1211,20 @@ def one_cycle(args, users, previous_t, sudo, suspects, tally):
         clear_temp_dir(args.dest)
         with concurrent.futures.ThreadPoolExecutor(args.remote_jobs) as pool:
             copies = copy_hosts(hosts, args, t, sudo, pool)
-            failed = copy(sources, args, t, stream, sudo, suspects, tally) if sources else []
+            # under sudo make_database.py is a command of its own: it cannot be handed
+            # what this process parsed
+            early = None
+            if sources and not sudo:
+                early = EarlyParser(stream, args.dest, make_database.user_folders(users))
+            with early or contextlib.nullcontext():
+                failed = copy(sources, args, t, stream, sudo, suspects, tally) if sources else []
         end_log(stream)
     host_copies = [future.result() for future in copies]
     for host_copy in host_copies:
         host_copy.tell(tally)
     logs = [log, *(host_copy.log for host_copy in host_copies if host_copy.log)]
-    return Cycle(t, logs, failed, all(host_copy.ok for host_copy in host_copies))
+    parsed = {log: early.results} if early else {}
+    return Cycle(t, logs, failed, all(host_copy.ok for host_copy in host_copies), parsed)
 
 
 def logs_left_unapplied(args):
@@ -1136,11 +1247,12 @@ def logs_left_unapplied(args):
     return [log for log in logs if os.path.basename(log) not in applied and log_lists_files(log)]
 
 
-def apply_logs(args, unapplied, logs, sudo, tally):
+def apply_logs(args, unapplied, logs, sudo, tally, parsed=None):
     """Apply the logs earlier cycles left unapplied, oldest first, then this cycle's `logs`
-    in their order, one make_database.py at a time; the logs still unapplied. Once an
-    earlier one fails, the rest wait for the next cycle (they would most likely fail the
-    same way), so a lasting failure costs one more run a cycle, not one per log."""
+    in their order, one make_database.py at a time, each handed what `parsed` ({log:
+    EarlyParser results}) holds for it; the logs still unapplied. Once an earlier one
+    fails, the rest wait for the next cycle (they would most likely fail the same way),
+    so a lasting failure costs one more run a cycle, not one per log."""
     failed = []
     for i, earlier in enumerate(unapplied):
         print(f"{earlier} is not applied yet: applying it now ({i + 1} of {len(unapplied)})")
@@ -1148,7 +1260,7 @@ def apply_logs(args, unapplied, logs, sudo, tally):
             failed = unapplied[i:]
             break
     for log in logs:
-        if not apply(args, log, sudo, tally):
+        if not apply(args, log, sudo, tally, (parsed or {}).get(log)):
             failed.append(log)
     return failed
 
@@ -1173,7 +1285,7 @@ def sync_loop(args, users_file, sudo, stopper, keeper, unapplied):
             previous_t, suspects = done.t, done.suspects
             # even after a failed or interrupted rsync the logs are applied: what was copied
             # and what was kept as a backup is recorded
-            unapplied = apply_logs(args, unapplied, done.logs, sudo, tally)
+            unapplied = apply_logs(args, unapplied, done.logs, sudo, tally, done.parsed)
             keeper.hold()
             applied = not set(done.logs) & set(unapplied)
             all_ok = all_ok and done.complete and not suspects and applied
