@@ -678,6 +678,15 @@ class CatalogCache:
 # ---------------------------------------------------------------------------- labels
 
 
+def source_rows(starts, sources):
+    """(the catalog's rows of `sources`, in their order; for each row, the place of its
+    source in `sources`): source s's rows are starts[s] to starts[s + 1]."""
+    lengths = starts[sources + 1] - starts[sources]
+    before = np.cumsum(lengths) - lengths  # rows of the sources before each
+    index = np.repeat(starts[sources] - before, lengths) + np.arange(lengths.sum())
+    return index, np.repeat(np.arange(len(sources), dtype=np.int32), lengths)
+
+
 def folder_of_owner(sources, owners, owner):
     """Where an owner's notebooks are, guessed from the paths of their files: their common
     folder (used when users.csv does not say, so that no label shows a student's path)."""
@@ -709,6 +718,20 @@ class Earlier(dict):
     def __init__(self):
         super().__init__()
         self.lock = threading.Lock()
+        self.places = model.RowPlaces()  # of the Histories it holds
+
+    def start(self, lineage, histories):
+        """Hold `histories` (saved ones, or none) for a new lineage."""
+        self.clear()
+        self.lineage = lineage
+        self.places = model.RowPlaces()
+        self.keep(histories)
+
+    def keep(self, histories):
+        """Hold {assignment: History} as the last read of each."""
+        self.update(histories)
+        for history in histories.values():
+            self.places.note(history)
 
 
 class FileNames:
@@ -931,18 +954,12 @@ class Data:
         catalog = self.catalog()
         owner_of = catalog.source_owner
         sources = sorted(self.assignments().get(assignment, []), key=owner_of.__getitem__)
-        starts = catalog.starts()
-        lengths = [int(starts[s + 1] - starts[s]) for s in sources]
-        rows = [np.arange(starts[s], starts[s + 1]) for s in sources]
-        index = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
-        owner = np.repeat(np.arange(len(sources), dtype=np.int32), lengths)
+        index, owner = source_rows(catalog.starts(), np.array(sources, dtype=np.int64))
         rowid, t = catalog.rowid[index], catalog.t[index].astype(np.int64)
         with self.earlier.lock:
             if self.earlier.lineage != catalog.lineage:
-                self.earlier.clear()
-                self.earlier.lineage = catalog.lineage
-                self.earlier.update(self.saved_histories(catalog.mark))
-            previous = self.earlier.get(assignment)
+                self.earlier.start(catalog.lineage, self.saved_histories(catalog.mark))
+            previous, places = self.earlier.get(assignment), self.earlier.places
         if previous is not None and model.same_rows(previous, rowid, t):
             return previous
         conn = self.connect()
@@ -956,12 +973,13 @@ class Data:
                 rowid,
                 previous,
                 self.file_names,
+                places,
             )
         finally:
             conn.close()
         with self.earlier.lock:
             if self.earlier.lineage == catalog.lineage:
-                self.earlier[assignment] = history
+                self.earlier.keep({assignment: history})
         release_freed_memory()  # what reading it, or the History it replaces, took
         return history
 

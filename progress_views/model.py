@@ -7,6 +7,7 @@ the activity view's catalog keeps them. The first screen's rules (stuck, idle, w
 finished across every assignment) are class_at's.
 """
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,13 +119,15 @@ class History:
     """Every recorded version of one assignment, per student, as arrays (Table): about 30
     bytes and one byte per problem a version, where Python objects took ~1.1 KB, so a
     term of 1M versions fits one viewer worker. `versions[uid]` makes Version objects on
-    demand; `times[uid]` is a numpy view for searchsorted.
+    demand; `bounds[uid]` are the student's rows of the table.
 
     History(assignment, problems, {uid: [Version]}) makes one from Versions (tests, the
     version view's own); load_history reads one from the database.
     """
 
-    def __init__(self, assignment, problems, versions=None, table=None, lookup=None, names=None):
+    def __init__(
+        self, assignment, problems, versions=None, table=None, lookup=None, names=None, classes=None
+    ):
         self.assignment = assignment
         self.problems = list(problems)
         self.lookup = lookup  # rowid -> file name, when the names are not kept
@@ -133,13 +136,12 @@ class History:
             table = table_of_versions(self.problems, versions or {}, self.names)
         self.table = table
         self.column_of = {grade_id: i for i, grade_id in enumerate(table.columns)}
-        codes = np.array([CODES[outcome_class(r)] for r in table.vocab], dtype=np.uint8)
-        self.classes = np.take(codes, table.results[:, : len(self.problems)])
+        if classes is None:  # read_history gives them when it could carry them over
+            classes = np.take(class_codes(table.vocab), table.results[:, : len(self.problems)])
+        self.classes = classes  # the outcome class code of each version's problem
         counts = np.bincount(table.owner, minlength=len(table.uids)).tolist()
         ends = np.cumsum(counts, dtype=np.int64).tolist()
         self.bounds = {u: (e - c, e) for u, c, e in zip(table.uids, counts, ends) if c}
-        self.times = {u: table.t[s:e] for u, (s, e) in self.bounds.items()}
-        self.versions = {u: Versions(self, s, e) for u, (s, e) in self.bounds.items()}
         readable = table.t[table.t != NOT_A_TIME]
         self.base = int(readable.min()) - 1 if len(readable) else 0
         self.keys = None  # search_keys of every version, made when spans is first asked
@@ -152,6 +154,11 @@ class History:
     @property
     def students(self):
         return sorted(self.bounds)
+
+    @functools.cached_property
+    def versions(self):
+        """{uid: Versions}: made when first asked (the first screen never does)."""
+        return {u: Versions(self, s, e) for u, (s, e) in self.bounds.items()}
 
     def filename(self, rowid):
         """The file name of one of its versions (looked up once, then kept)."""
@@ -231,6 +238,11 @@ class History:
 
     def first_time(self):
         return int(self.table.t.min()) if len(self.table.t) else None
+
+
+def class_codes(vocab):
+    """The CODES of the outcome class of each result in `vocab`."""
+    return np.array([CODES[outcome_class(r)] for r in vocab], dtype=np.uint8)
 
 
 def table_of_versions(problems, versions, names):
@@ -329,14 +341,17 @@ def load_history(conn, assignment, rows, previous=None, lookup=None):
     )
 
 
-def read_history(conn, assignment, owners, owner, t, rowid, previous=None, lookup=None):
+def read_history(
+    conn, assignment, owners, owner, t, rowid, previous=None, lookup=None, places=None
+):
     """The History of one assignment whose versions are (owners[owner[i]], t[i], rowid[i]).
 
     previous: this assignment's History read from the same database file before, or None.
     Its versions whose rowid is still there are reused (make_database gives a changed row
     a new rowid), so after a sync cycle only the new versions' problems are read. A
     database replaced by another file needs previous=None. lookup: rowid -> file name,
-    when the History is not to keep every version's name (the data layer's).
+    when the History is not to keep every version's name (the data layer's). places: a
+    RowPlaces that has noted `previous`, or None.
     """
     present = np.flatnonzero(np.bincount(owner, minlength=len(owners))).tolist()
     uids = sorted({owners[n] for n in present})
@@ -346,7 +361,7 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
     if not in_order(owner, t, rowid):
         order = np.lexsort((rowid, t, owner))
         owner, t, rowid = owner[order], t[order], rowid[order]
-    old = reused_rows(previous, rowid)
+    old = reused_rows(previous, rowid, places)
     new = np.flatnonzero(old < 0)
     read = read_versions(conn, rowid[new].tolist())
     layouts = {layout: n for n, layout in enumerate(previous.table.layouts if previous else [])}
@@ -371,6 +386,7 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
     problems = problem_order(all_layouts[i] for i in ids[np.argsort(first)].tolist())
     column_of = {grade_id: i for i, grade_id in enumerate(problems)}
     results = np.zeros((len(rowid), len(problems)), dtype=result_type(vocab))
+    classes = None  # carried over with the results when their columns are the same
     if len(kept):
         carried = [
             (i, column_of[g]) for i, g in enumerate(previous.table.columns) if g in column_of
@@ -380,13 +396,18 @@ def read_history(conn, assignment, owners, owner, t, rowid, previous=None, looku
             rows = previous.table.results.take(np.maximum(old, 0), axis=0)  # one gather
             results[:, : len(source)] = rows[:, : len(source)]
             results[new] = 0  # the new versions' own come below
+            if len(source) == len(problems):
+                classes = previous.classes.take(np.maximum(old, 0), axis=0)
         elif carried:
             results[np.ix_(kept, target)] = previous.table.results[old[kept]][:, source]
     for row, outcomes in fresh:
         for grade_id, result in outcomes.items():
             results[row, column_of[grade_id]] = vocab[result]
-    table = Table(uids, owner, t, rowid, layout, results, problems, all_layouts, list(vocab))
-    return History(assignment, problems, table=table, lookup=lookup, names=names)
+    vocab = list(vocab)
+    if classes is not None:
+        classes[new] = np.take(class_codes(vocab), results[new])
+    table = Table(uids, owner, t, rowid, layout, results, problems, all_layouts, vocab)
+    return History(assignment, problems, table=table, lookup=lookup, names=names, classes=classes)
 
 
 def same_rows(history, rowid, t):
@@ -406,17 +427,53 @@ def in_order(owner, t, rowid):
     return bool(later.all())
 
 
-def reused_rows(previous, rowid):
-    """For each of `rowid`, its row in the previous History's table, or -1."""
+def reused_rows(previous, rowid, places=None):
+    """For each of `rowid`, its row in the previous History's table, or -1.
+
+    places: rowid -> row of the History that holds it, for many Histories at once (see
+    RowPlaces), or None; a place is used only where the previous table's rowid there is
+    the same, so one that is stale or of another History costs a read, never a wrong row.
+    """
     old = np.full(len(rowid), -1, dtype=np.int64)
-    if previous is None or not len(previous.table.rowid) or not len(rowid):
+    previous_rowid = previous.table.rowid if previous is not None else ()
+    if not len(previous_rowid) or not len(rowid):
         return old
-    sorter = np.argsort(previous.table.rowid, kind="stable")  # timsort: nearly in order
-    places = np.searchsorted(previous.table.rowid, rowid, sorter=sorter)
-    candidates = sorter[np.minimum(places, len(sorter) - 1)]
-    found = previous.table.rowid[candidates] == rowid
+    if places is None:
+        sorter = np.argsort(previous_rowid, kind="stable")  # timsort: nearly in order
+        found_at = np.searchsorted(previous_rowid, rowid, sorter=sorter)
+        candidates = sorter[np.minimum(found_at, len(sorter) - 1)]
+    else:
+        candidates = places.rows(rowid)
+    candidates = np.where(candidates < len(previous_rowid), candidates, -1)
+    found = (candidates >= 0) & (previous_rowid[np.maximum(candidates, 0)] == rowid)
     old[found] = candidates[found]
     return old
+
+
+class RowPlaces:
+    """rowid -> the row that holds it in its assignment's History (-1: none noted), for
+    every History a viewer keeps: each version is in one assignment only, so one array
+    serves them all, and finding the versions a new History can take from the previous
+    one is a gather, not a sort. Places are only hints (see reused_rows)."""
+
+    def __init__(self):
+        self.places = np.empty(0, dtype=np.int32)
+
+    def rows(self, rowid):
+        """The noted row of each of `rowid` (-1 where none is)."""
+        places = self.places  # one array throughout, whatever note() does meanwhile
+        inside = (rowid >= 0) & (rowid < len(places))
+        return np.where(inside, places[np.where(inside, rowid, 0)], -1)
+
+    def note(self, history):
+        """Note the rows of `history`'s versions."""
+        rowid = history.table.rowid
+        top = int(rowid.max()) + 1 if len(rowid) else 0
+        if top > len(self.places):
+            grown = np.full(top + top // 4, -1, dtype=np.int32)  # room for the next commits
+            grown[: len(self.places)] = self.places
+            self.places = grown
+        self.places[rowid] = np.arange(len(rowid), dtype=np.int32)
 
 
 def read_versions(conn, rowids):

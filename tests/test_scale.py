@@ -16,7 +16,7 @@ from conftest import private_access_db, rows, sync, write_json, write_users
 from demo_course import execute_result, grade_cell, notebook
 
 import progress_viewer as pv
-from progress_views import access, activity, snapshot
+from progress_views import access, activity, model, snapshot
 from progress_views.data import CatalogCache, Data, Follower, database_key, read_catalog
 
 MINUTE = 60
@@ -201,9 +201,14 @@ def test_histories_kept_across_cycles_equal_fresh_ones(term):
         for assignment, history in fresh.histories().items():
             assert kept[assignment].problems == history.problems
             assert kept[assignment].versions == history.versions
+            assert kept[assignment].classes.tolist() == history.classes.tolist()
         assert {u: t.tolist() for u, t in saves.times.items()} == {
             u: t.tolist() for u, t in fresh.saves().times.items()
         }
+        # the first screen the teacher sees now, and 20 minutes ago
+        now = max((int(h.table.t.max()) for h in kept.values() if len(h.table.t)), default=0)
+        for moment in (now, now - 1200):
+            assert data.class_at(moment, 10) == fresh.class_at(moment, 10)
     assert data.catalogs.full_reads == 1
 
 
@@ -522,3 +527,25 @@ def test_versions_in_the_repeated_hour_are_shown_in_save_order(tmp_path, monkeyp
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_a_row_place_noted_for_another_history_is_never_taken_for_a_version():
+    """The places of versions in their Histories are kept for every assignment in one
+    array, as hints: a place noted for another History (the rowid of a row the database
+    deleted and gave again, a thread's older read) makes the version read again; it never
+    carries over another version's outcomes."""
+
+    def history(*versions):
+        return model.History("pl01.ipynb", ["p1"], {"u001": list(versions)})
+
+    answered = {"p1": "execute_result"}
+    earlier = history(model.Version(10, 5, "a", answered), model.Version(20, 7, "b", answered))
+    error = {"p1": "error"}
+    later = history(model.Version(30, 7, "c", error), model.Version(40, 8, "d", error))
+    places = model.RowPlaces()
+    places.note(earlier)  # rowid 7 in row 1 of `earlier`, where `later` has rowid 8
+    rowid = np.array([7, 5, 9, -1])
+    assert model.reused_rows(later, rowid, places).tolist() == [-1, -1, -1, -1]
+    places.note(later)
+    assert model.reused_rows(later, rowid, places).tolist() == [0, -1, -1, -1]
+    assert model.reused_rows(earlier, rowid).tolist() == [1, 0, -1, -1]
