@@ -130,6 +130,7 @@ RECORDED_RE = re.compile(r": recorded (\d+) versions in ")
 LOG_RESERVE_MIN = 1024 * 1024  # disk set aside for a log, at the least
 PROGRESS_EVERY = 30  # seconds: a cycle's rsync that runs longer says how far it got
 EARLY_POLL = 0.005  # seconds the early parser waits when rsync brought nothing new
+EARLY_NICE = 19  # the early parser's nice value
 # Rows on other machines (--remote): ssh never asks for a password nobody would type, and
 # gives up on a host that does not answer; a daemon likewise; a transfer that stalls ends.
 SSH_OPTIONS = "-o BatchMode=yes -o ConnectTimeout=10"
@@ -845,6 +846,10 @@ class EarlyParser:
         self.thread.join()
 
     def run(self):
+        # the CPU rsync leaves idle, never what it needs: the lowest priority, for this
+        # thread alone (on Linux a thread's nice value is its own)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EARLY_NICE)
         try:
             with open(self.stream.name, "rb", buffering=0) as reader:
                 while not self.stopped.is_set():
