@@ -208,21 +208,22 @@ class History:
         return self.classes[self.bounds[uid][0] + index].tobytes()
 
     def spans(self, moment, window_start):
-        """{uid: (start, end)} of every student who saved a version by `moment`: their
-        versions saved by `window_start`, and by `moment` (counts, from their first), in
-        one search over every student (class_at asks it for each assignment)."""
+        """(uids, first, start, end) of every student who saved a version by `moment`: the
+        table row of their first version, and how many of their versions were saved by
+        `window_start` and by `moment` (arrays), in one search over every student."""
         if self.keys is None:
             self.keys = self.search_keys(self.table.t)
         first, numbers = self.firsts
-        by_moment = np.searchsorted(self.keys, self.search_keys(moment, numbers), "right")
-        by_start = np.searchsorted(self.keys, self.search_keys(window_start, numbers), "right")
-        return {
-            uid: (start, end)
-            for uid, start, end in zip(
-                self.bounds, (by_start - first).tolist(), (by_moment - first).tolist()
-            )
-            if end
-        }
+        end = np.searchsorted(self.keys, self.search_keys(moment, numbers), "right") - first
+        start = np.searchsorted(self.keys, self.search_keys(window_start, numbers), "right")
+        started = np.flatnonzero(end)
+        uids = list(self.bounds)
+        return (
+            [uids[n] for n in started.tolist()],
+            first[started],
+            start[started] - first[started],
+            end[started],
+        )
 
     def search_keys(self, t, owner=None):
         """(student, time) as one sortable int64: the student's number times SPAN, plus
@@ -684,11 +685,11 @@ def class_at(histories, saves, moment, minutes, students=None):
     recent = sum(1 for uid in saved if saves.count(uid, window_start, moment))
     class_is_saving = 2 * recent >= len(saved)
     rows, kind_of, by_assignment = [], {}, {a: dict.fromkeys(KINDS, 0) for a in histories}
-    spans = {a: history.spans(moment, window_start) for a, history in histories.items()}
+    states_of = [assignment_states(h, moment, window_start) for h in histories.values()]
     for uid in saved:
         if students is not None and uid not in students:
             continue
-        states = student_states(histories, spans, uid)
+        states = [found[uid] for found in states_of if uid in found]
         stuck = [r for state in states for r in state.stuck_rows]
         finished = bool(states) and all(state.finished for state in states)
         idle = (
@@ -742,41 +743,55 @@ class AssignmentState:
         return "idle" if student_kind == "idle" else "working"
 
 
-def student_states(histories, spans, uid):
-    """The AssignmentStates of `uid` at M, one per assignment started by then; spans:
-    {assignment: History.spans(M, M - N)}."""
-    states = []
-    for assignment, history in histories.items():
-        start, end = spans[assignment].get(uid, (0, 0))
-        if not end:
-            continue
-        stuck = [
-            stuck_row(history, uid, order, first_of_error_run(history, uid, order, start - 1))
-            for order in stuck_problems(history, uid, start, end)
-        ]
-        latest = history.bounds[uid][0] + end - 1
-        codes = history.code(uid, end - 1)
-        latest_t = int(history.table.t[latest])
-        states.append(AssignmentState(assignment, history.problems, latest_t, codes, stuck))
-    return states
+def assignment_states(history, moment, window_start):
+    """{uid: AssignmentState} at M of the students who started the assignment by then, in
+    a few array operations for all of them. A student is stuck on the problems that are
+    errors in every one of their versions from their state at M - N (they must have one)
+    to their state at M, since the first error of that unbroken run."""
+    uids, first, start, end = history.spans(moment, window_start)
+    latest = first + end - 1
+    codes = history.classes[latest]
+    stuck = np.zeros(codes.shape, dtype=bool)
+    maybe = np.flatnonzero((start > 0) & (codes == ERROR_CODE).any(axis=1))
+    if len(maybe):
+        lows = first[maybe] + start[maybe] - 1  # the state at M - N
+        lengths = latest[maybe] - lows + 1
+        places = np.cumsum(lengths) - lengths
+        window = np.repeat(lows - places, lengths) + np.arange(lengths.sum())
+        errors = history.classes[window] == ERROR_CODE
+        stuck[maybe] = np.logical_and.reduceat(errors, places, axis=0)
+    stuck_rows = {}
+    students, orders = np.nonzero(stuck)
+    runs = error_run_starts(history, orders, first[students], first[students] + start[students] - 1)
+    for n, order, row in zip(students.tolist(), orders.tolist(), runs.tolist()):
+        stuck_rows.setdefault(n, []).append(stuck_row(history, uids[n], order, row))
+    latest_t = history.table.t[latest].tolist()
+    return {
+        uid: AssignmentState(
+            history.assignment,
+            history.problems,
+            latest_t[n],
+            codes[n].tobytes(),
+            stuck_rows.get(n, []),
+        )
+        for n, uid in enumerate(uids)
+    }
 
 
-def stuck_problems(history, uid, start, end):
-    """The places of the problems that are errors in version start - 1 (the state at
-    M - N) and in every version up to `end` (the state at M); none when start is 0."""
-    latest = history.code(uid, end - 1)
-    if not start or ERROR_CODE not in latest:
-        return []
-    window = [history.code(uid, index) for index in range(start - 1, end)]
-    return [
-        order
-        for order, code in enumerate(latest)
-        if code == ERROR_CODE and all(codes[order] == ERROR_CODE for codes in window)
-    ]
+def error_run_starts(history, orders, firsts, rows):
+    """For each (problem orders[i], table row rows[i]), an error: the row where the
+    unbroken run of errors on that problem that holds the row starts, no earlier than
+    firsts[i] (the student's first version). All of them a version back at a time."""
+    rows = rows.copy()
+    while True:
+        earlier = np.maximum(rows - 1, 0)
+        back = (rows > firsts) & (history.classes[earlier, orders] == ERROR_CODE)
+        if not back.any():
+            return rows
+        rows[back] -= 1
 
 
-def stuck_row(history, uid, order, first):
-    row = history.bounds[uid][0] + first
+def stuck_row(history, uid, order, row):
     t, rowid = int(history.table.t[row]), int(history.table.rowid[row])
     problem = history.problems[order]
     return flag_row(uid, history.assignment, problem, "stuck", t, rowid, None)
@@ -784,19 +799,14 @@ def stuck_row(history, uid, order, first):
 
 def name_stuck_rows(histories, rows):
     """Fill in the stuck rows' file names, one look-up per assignment."""
-    for assignment, history in histories.items():
-        stuck = [r for r in rows if r["kind"] == "stuck" and r["assignment"] == assignment]
-        names = history.filenames({r["rowid"] for r in stuck})
-        for row in stuck:
+    stuck = {}
+    for row in rows:
+        if row["kind"] == "stuck":
+            stuck.setdefault(row["assignment"], []).append(row)
+    for assignment, found in stuck.items():
+        names = histories[assignment].filenames({r["rowid"] for r in found})
+        for row in found:
             row["filename"] = names[row["rowid"]]
-
-
-def first_of_error_run(history, uid, order, index):
-    """The index of the first version of the unbroken run of errors on problem `order`
-    that contains the student's version `index`."""
-    while index and history.code(uid, index - 1)[order] == ERROR_CODE:
-        index -= 1
-    return index
 
 
 def idle_row(uid, states, last_save):
