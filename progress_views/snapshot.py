@@ -29,7 +29,7 @@ import numpy as np
 
 from progress_views import access, data, model
 
-FORMAT = 5
+FORMAT = 6
 # what reading a file that is not one this viewer wrote can raise: it is then not used
 UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
 REWRITE_AFTER = 100_000  # rows added or replaced, at most, before a file is saved again
@@ -182,8 +182,6 @@ def behind(saved, mark):
 
 def catalog_arrays(catalog):
     numbering, saved = catalog.numbering, catalog.saved
-    uids = list(saved.times)
-    empty = np.empty(0, dtype=np.int64)
     return {
         "src": catalog.src,
         "t": catalog.t.astype(np.int64),
@@ -194,13 +192,9 @@ def catalog_arrays(catalog):
         "source_owner": as_array(numbering.source_owner),
         "owners": as_array(numbering.owners),
         "mark": mark_array(catalog.mark),
-        "saved_uids": as_array(uids),
-        "saved_lengths": np.array([len(saved.times[u]) for u in uids], dtype=np.int64),
-        "saved_times": np.concatenate([saved.times[u] for u in uids]) if uids else empty,
-        "saved_rowids": np.concatenate([saved.rowids[u] for u in uids]) if uids else empty,
-        "by_rowid": saved.by_rowid,
-        "owner_of": saved.owner_of,
-        "saved_gone": np.array([saved.gone]),
+        "saved_owner": saved.owner,
+        "saved_t": saved.t,
+        "saved_rowid": saved.rowid,
     }
 
 
@@ -215,16 +209,17 @@ def catalog_of(stored, lineage):
         owners,
     )
     mark = mark_of(stored["mark"])
-    uids, ends = from_array(stored["saved_uids"]), np.cumsum(stored["saved_lengths"]).tolist()
-    starts = [0, *ends[:-1]]
-    times = {u: stored["saved_times"][s:e] for u, s, e in zip(uids, starts, ends)}
-    rowids = {u: stored["saved_rowids"][s:e] for u, s, e in zip(uids, starts, ends)}
-    gone = int(stored["saved_gone"][0])
-    saved = data.Saved(times, rowids, stored["by_rowid"], stored["owner_of"], gone)
-    n = len(stored["rowid"])
+    n, saves = len(stored["rowid"]), len(stored["saved_rowid"])
     lengths = {len(stored[name]) for name in ("src", "t", "order", "counts")}
-    if lengths != {n} or len(numbering.source_owner) != len(sources):
+    if (
+        lengths != {n}
+        or len(numbering.source_owner) != len(sources)
+        or {len(stored["saved_owner"]), len(stored["saved_t"])} != {saves}
+    ):
         raise ValueError("a saved catalog whose arrays do not fit together")
+    saved = data.saved_of(
+        stored["saved_owner"], stored["saved_t"], stored["saved_rowid"], numbering
+    )
     return data.Catalog(
         None,
         sources,

@@ -44,15 +44,13 @@ def seen(catalog):
     return sources, saves
 
 
-def owners_by_rowid(catalog):
-    """Whose each save is, by rowid, as the catalog finds the owner of a rowid that goes
-    (rowids gone before may stay in its index: only saves that are there count), and
-    that those gone are at most a quarter of the index."""
+def saves_by_owner(catalog):
+    """Every save: whose it is, when, its rowid; checked to be kept in order (of the
+    owners' numbers, which depend on the order rows were read)."""
     saved = catalog.saved
-    there = {r for rowids in saved.rowids.values() for r in rowids.tolist()}
-    assert 4 * (len(saved.by_rowid) - len(there)) <= len(saved.by_rowid)
-    owners = zip(saved.by_rowid.tolist(), saved.owner_of.tolist())
-    return {r: catalog.numbering.owners[n] for r, n in owners if r in there}
+    kept = list(zip(saved.owner.tolist(), saved.t.tolist(), saved.rowid.tolist()))
+    assert kept == sorted(kept)
+    return sorted((catalog.numbering.owners[n], t, rowid) for n, t, rowid in kept)
 
 
 def viewer_settings(root, **more):
@@ -103,7 +101,7 @@ def test_the_catalog_followed_across_cycles_equals_a_full_read(term):
         cycle(minute)
         followed = cache.get(db)
         assert seen(followed) == seen(full_read(db))
-        assert owners_by_rowid(followed) == owners_by_rowid(full_read(db))
+        assert saves_by_owner(followed) == saves_by_owner(full_read(db))
         assert followed.mark.change > 0  # rows were replaced, and followed
     assert cache.full_reads == 1
     replaced = rows(db, "SELECT count(*) FROM summary_changes")[0][0]
