@@ -746,15 +746,14 @@ def parse_copy(path):
 
 
 def parsed_in_place(dest, names, parsed):
-    """{name: result} of the `names` that `parsed` ({name: (file_identity, result)}, from
+    """{name: (file_identity, result)} of the `names` that `parsed` (the same, from
     parse_copy) holds a result for, read from the very file now at `dest/name`."""
     found = {}
     for name in names:
         if name in parsed:
-            identity, result = parsed[name]
             info = lstat_or_none(os.path.join(dest, name))
-            if info is not None and file_identity(info) == identity:
-                found[name] = result
+            if info is not None and file_identity(info) == parsed[name][0]:
+                found[name] = parsed[name]
     return found
 
 
@@ -771,14 +770,15 @@ class Parsing:
     leaves by os._exit); if one fails, the chunks it did not send are parsed here instead.
     Few or small notebooks are parsed here only, when they are asked for. Notebooks
     `parsed` already (parsed_in_place: read from the very file there now, while rsync
-    copied) are not parsed again.
+    copied) are not parsed again, unless the file asked about is another one by then.
     """
 
     MIN_BYTES = 2_000_000  # less than this is parsed faster than a fork is made
     CHUNK = 32  # notebooks a worker parses before it sends their results
 
     def __init__(self, dest, names, cores=None, parsed=None):
-        self.early = parsed_in_place(dest, names, parsed or {})  # name: result
+        self.dest = dest
+        self.early = parsed_in_place(dest, names, parsed or {})
         names = [name for name in names if name not in self.early]
         self.paths = [os.path.join(dest, name) for name in names]
         self.place = {name: i for i, name in enumerate(names)}
@@ -796,10 +796,15 @@ class Parsing:
             except OSError:  # no fork possible now: its chunks are parsed here
                 self.workers.append(None)
 
-    def result(self, name):
-        """parse_each's result for `name`, or None for a name not given."""
+    def result(self, name, info=None):
+        """parse_each's result for `name`, or None for a name not given; `info` is the
+        os.lstat of the file the result is for, which an early result must have been
+        read from."""
         if name in self.early:
-            return self.early.pop(name)
+            identity, result = self.early.pop(name)
+            if info is not None and file_identity(info) == identity:
+                return result
+            return parse_each([os.path.join(self.dest, name)])[0]
         place = self.place.get(name)
         if place is None:
             return None
@@ -1228,7 +1233,7 @@ def build_records(conn, dest, versions, folders, cycle, warn, parsing=None):
             continue
         owner = user.uid if user else UNKNOWN_OWNER
         previous = known.get(text_name(source)) if filename != source else None
-        parsed = parsing.result(filename) if parsing else None
+        parsed = parsing.result(filename, info) if parsing else None
         source_name = stated_source(text_name(filename), text_name(source))
         record = make_record(
             filename, path, info, owner, cycle, warn, previous, parsed, source_name

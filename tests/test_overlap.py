@@ -265,7 +265,7 @@ def test_a_result_read_from_a_copy_since_replaced_is_never_used(tmp_path, monkey
     log, name = copy_course("d", CYCLE_0), "hoge/a/notebooks/nb.ipynb"
     parsed = {name: md.parse_copy(f"d/{name}")}
     assert parsed[name][1] == ((1, 0, 0, 0, 1), [("q1", "execute_result"), ("q2", "empty")])
-    assert md.parsed_in_place("d", [name], parsed) == {name: parsed[name][1]}
+    assert md.parsed_in_place("d", [name], parsed) == parsed
     before = os.lstat(f"d/{name}")
     printed = notebook([grade_cell("1", "q1", [stream_output("1")]), grade_cell("", "q2")])
     data = json.dumps(printed).encode()
@@ -297,3 +297,18 @@ def test_the_early_parser_never_follows_a_link_nor_reads_what_is_not_a_file(tmp_
         assert md.parse_copy(str(tmp_path / name)) is None
     identity, result = md.parse_copy(str(tmp_path / "nb.ipynb"))
     assert result == ((1, 0, 0, 0, 0), [("q1", "execute_result"), ("notes", "empty")])
+
+
+def test_an_early_result_is_taken_only_for_the_file_asked_about(tmp_path):
+    """A copy replaced after make_database checked it (between its start and the record):
+    the record, made from the file there then, gets that file's counts."""
+    write_json(tmp_path / "nb.ipynb", graded("ok"))
+    parsed = {"nb.ipynb": md.parse_copy(str(tmp_path / "nb.ipynb"))}
+    parsing = md.Parsing(str(tmp_path), ["nb.ipynb"], parsed=parsed)
+    try:
+        write_json(tmp_path / "new.ipynb", graded("error"))
+        os.rename(tmp_path / "new.ipynb", tmp_path / "nb.ipynb")
+        result = parsing.result("nb.ipynb", os.lstat(tmp_path / "nb.ipynb"))
+    finally:
+        parsing.close()
+    assert result == ((0, 0, 0, 1, 0), [("q1", "error"), ("notes", "empty")])
