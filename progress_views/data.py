@@ -499,22 +499,18 @@ def merged_array(old, added, cuts):
 
 
 def insertion_places(src, order, rowid, new_src, new_order, new_rowid):
-    """Where each new version goes in arrays sorted by (src, order, rowid)."""
-    lows = np.searchsorted(src, new_src, "left").tolist()
-    highs = np.searchsorted(src, new_src, "right").tolist()
-    return pair_places(order, rowid, new_order, new_rowid, lows, highs)
-
-
-def pair_places(order, rowid, new_order, new_rowid, lows, highs):
-    """Where each new (order, rowid) goes among rows lows[i]:highs[i] of arrays sorted by
-    (order, rowid) there."""
-    places = []
-    for low, high, key, number in zip(lows, highs, new_order.tolist(), new_rowid.tolist()):
-        block = order[low:high]
-        first = low + int(np.searchsorted(block, key, "left"))
-        last = low + int(np.searchsorted(block, key, "right"))
-        places.append(first + int(np.searchsorted(rowid[first:last], number)))
-    return np.asarray(places, dtype=np.int64)
+    """Where each new version goes in arrays sorted by (src, order, rowid): before the
+    first row whose key is not smaller. One binary search for all of them at once, in
+    each new version's block of its src."""
+    lows = np.searchsorted(src, new_src, "left")
+    highs = np.searchsorted(src, new_src, "right")
+    while (searching := lows < highs).any():
+        middle = (lows + highs) // 2
+        row = np.where(searching, middle, 0)  # a row that is there (src has some then)
+        smaller = (order[row] < new_order) | (order[row] == new_order) & (rowid[row] < new_rowid)
+        lows = np.where(searching & smaller, middle + 1, lows)
+        highs = np.where(searching & ~smaller, middle, highs)
+    return lows
 
 
 def changed_rowids(conn, since):

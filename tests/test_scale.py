@@ -3,6 +3,7 @@ changed (new rows, rows replaced when a version becomes a backup, rows deleted o
 hand), and equals a full read of the database; a database replaced or renumbered is read
 in full. Real databases made by the real scripts."""
 
+import bisect
 import os
 import shutil
 import sqlite3
@@ -17,7 +18,14 @@ from demo_course import execute_result, grade_cell, notebook
 
 import progress_viewer as pv
 from progress_views import access, activity, model, snapshot
-from progress_views.data import CatalogCache, Data, Follower, database_key, read_catalog
+from progress_views.data import (
+    CatalogCache,
+    Data,
+    Follower,
+    database_key,
+    insertion_places,
+    read_catalog,
+)
 
 MINUTE = 60
 LONG_NAME = "課題" * 39 + ".ipynb"  # 240 bytes: with `.bak_T` over the 255-byte limit
@@ -547,3 +555,17 @@ def test_a_row_place_noted_for_another_history_is_never_taken_for_a_version():
     places.note(later)
     assert model.reused_rows(later, rowid, places).tolist() == [0, -1, -1, -1]
     assert model.reused_rows(earlier, rowid).tolist() == [1, 0, -1, -1]
+
+
+def test_new_versions_go_before_the_first_row_whose_key_is_not_smaller():
+    """Where a commit's versions are merged into the catalog (and its saves): by
+    (source, order, rowid), ties of source and order included, as a search of the
+    sorted keys one by one finds it."""
+    rng = np.random.default_rng(5)
+    for size in (0, 1, 7, 500):
+        keys = sorted(zip(*(rng.integers(0, n, size).tolist() for n in (4, 6, 1_000))))
+        new = list(zip(*(rng.integers(0, n, 300).tolist() for n in (5, 7, 1_000))))
+        arrays = [np.array([k[i] for k in keys], dtype=np.int64) for i in range(3)]
+        news = [np.array([k[i] for k in new], dtype=np.int64) for i in range(3)]
+        places = insertion_places(*arrays, *news)
+        assert places.tolist() == [bisect.bisect_left(keys, key) for key in new]
