@@ -843,6 +843,12 @@ class EarlyParser:
 
     def __exit__(self, *exc):
         self.stopped.set()
+        # the loop waits for the notebook it may still be parsing: at the loop's own
+        # priority (which only root may give back; others wait at its low one)
+        if self.thread.is_alive():
+            with contextlib.suppress(OSError):
+                loop_nice = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, self.thread.native_id, loop_nice)
         self.thread.join()
 
     def run(self):
