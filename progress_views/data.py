@@ -867,6 +867,7 @@ class Data:
         for assignment in self.assignments():
             with suppress(KeyError):  # gone with what another thread read meanwhile
                 histories[assignment] = self.history(assignment)
+        release_freed_memory()  # what reading them, or the Histories they replace, took
         if self.catalog() is not catalog:  # catalogs only move on: some are of a newer one
             return self.histories(tries - 1) if tries > 1 else histories
         if self.store is not None:
@@ -901,25 +902,20 @@ class Data:
             previous, places = self.earlier.get(assignment), self.earlier.places
         if previous is not None and model.same_rows(previous, rowid, t):
             return previous
-        conn = self.connect()
-        try:
-            history = model.read_history(
-                conn,
-                assignment,
-                [owner_of[s] for s in sources],
-                owner,
-                t,
-                rowid,
-                previous,
-                self.file_names,
-                places,
-            )
-        finally:
-            conn.close()
+        history = model.read_history(
+            self.reader_connection(),
+            assignment,
+            [owner_of[s] for s in sources],
+            owner,
+            t,
+            rowid,
+            previous,
+            self.file_names,
+            places,
+        )
         with self.earlier.lock:
             if self.earlier.lineage == catalog.lineage:
                 self.earlier.keep({assignment: history})
-        release_freed_memory()  # what reading it, or the History it replaces, took
         return history
 
     def saved_histories(self, mark):

@@ -363,13 +363,13 @@ def read_history(
         order = np.lexsort((rowid, t, owner))
         owner, t, rowid = owner[order], t[order], rowid[order]
     old = reused_rows(previous, rowid, places)
-    new = np.flatnonzero(old < 0)
+    new, kept, reused = np.flatnonzero(old < 0), np.flatnonzero(old >= 0), np.maximum(old, 0)
     read = read_versions(conn, rowid[new].tolist())
     layouts = {layout: n for n, layout in enumerate(previous.table.layouts if previous else [])}
     vocab = {r: n for n, r in enumerate(previous.table.vocab if previous else [None])}
-    layout = np.zeros(len(rowid), dtype=np.int32)
-    kept = np.flatnonzero(old >= 0)
-    layout[kept] = previous.table.layout[old[kept]] if len(kept) else 0
+    layout = np.zeros(len(rowid), dtype=np.int32)  # the new versions' come below
+    if len(kept):
+        layout = previous.table.layout.take(reused)
     names = {}
     if lookup is None and previous is not None:
         names = {r: previous.filename(r) for r in rowid[kept].tolist()}
@@ -383,8 +383,7 @@ def read_history(
             vocab.setdefault(result, len(vocab))
         fresh.append((row, outcomes))
     all_layouts = list(layouts)
-    ids, first = np.unique(layout, return_index=True)
-    problems = problem_order(all_layouts[i] for i in ids[np.argsort(first)].tolist())
+    problems = problem_order(all_layouts[i] for i in first_appearances(layout).tolist())
     column_of = {grade_id: i for i, grade_id in enumerate(problems)}
     results = np.zeros((len(rowid), len(problems)), dtype=result_type(vocab))
     classes = None  # carried over with the results when their columns are the same
@@ -394,11 +393,11 @@ def read_history(
         ]
         source, target = zip(*carried) if carried else ((), ())
         if source == target == tuple(range(len(source))):  # the usual case: all, in place
-            rows = previous.table.results.take(np.maximum(old, 0), axis=0)  # one gather
+            rows = previous.table.results.take(reused, axis=0)  # one gather
             results[:, : len(source)] = rows[:, : len(source)]
             results[new] = 0  # the new versions' own come below
             if len(source) == len(problems):
-                classes = previous.classes.take(np.maximum(old, 0), axis=0)
+                classes = previous.classes.take(reused, axis=0)
         elif carried:
             results[np.ix_(kept, target)] = previous.table.results[old[kept]][:, source]
     for row, outcomes in fresh:
@@ -409,6 +408,16 @@ def read_history(
         classes[new] = np.take(class_codes(vocab), results[new])
     table = Table(uids, owner, t, rowid, layout, results, problems, all_layouts, vocab)
     return History(assignment, problems, table=table, lookup=lookup, names=names, classes=classes)
+
+
+def first_appearances(values):
+    """The distinct values of an int array in the order they first appear, looked for
+    where a run of equal values starts only (a student's versions share a layout in runs)."""
+    if not len(values):
+        return values
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    distinct, first = np.unique(values[starts], return_index=True)
+    return distinct[np.argsort(first)]
 
 
 def same_rows(history, rowid, t):
@@ -463,8 +472,12 @@ class RowPlaces:
     def rows(self, rowid):
         """The noted row of each of `rowid` (-1 where none is)."""
         places = self.places  # one array throughout, whatever note() does meanwhile
-        inside = (rowid >= 0) & (rowid < len(places))
-        return np.where(inside, places[np.where(inside, rowid, 0)], -1)
+        if not len(places):
+            return np.full(len(rowid), -1, dtype=np.int32)
+        rows = places.take(rowid, mode="clip")
+        if len(rowid) and (rowid.min() < 0 or rowid.max() >= len(places)):
+            rows[(rowid < 0) | (rowid >= len(places))] = -1
+        return rows
 
     def note(self, history):
         """Note the rows of `history`'s versions."""
