@@ -364,24 +364,22 @@ def read_history(
         owner, t, rowid = owner[order], t[order], rowid[order]
     old = reused_rows(previous, rowid, places)
     new, kept, reused = np.flatnonzero(old < 0), np.flatnonzero(old >= 0), np.maximum(old, 0)
-    read = read_versions(conn, rowid[new].tolist())
     layouts = {layout: n for n, layout in enumerate(previous.table.layouts if previous else [])}
     vocab = {r: n for n, r in enumerate(previous.table.vocab if previous else [None])}
     layout = np.zeros(len(rowid), dtype=np.int32)  # the new versions' come below
     if len(kept):
         layout = previous.table.layout.take(reused)
     names = {}
-    if lookup is None and previous is not None:
-        names = {r: previous.filename(r) for r in rowid[kept].tolist()}
-    fresh = []
-    for row, number in zip(new.tolist(), rowid[new].tolist()):
-        filename, outcomes = read.get(number, ("", {}))
-        if lookup is None:
-            names[number] = filename
-        layout[row] = layouts.setdefault(tuple(outcomes), len(layouts))
-        for result in outcomes.values():
+    if lookup is None:  # the History keeps every version's name
+        if previous is not None:
+            names = {r: previous.filename(r) for r in rowid[kept].tolist()}
+        names.update(dict.fromkeys(rowid[new].tolist(), ""))
+    number, states = read_states(conn, rowid[new], names if lookup is None else None)
+    state_layout = [layouts.setdefault(grade_ids, len(layouts)) for grade_ids, _ in states]
+    for _, found in states:
+        for result in found:
             vocab.setdefault(result, len(vocab))
-        fresh.append((row, outcomes))
+    layout[new] = np.array(state_layout, dtype=np.int32)[number]
     all_layouts = list(layouts)
     problems = problem_order(all_layouts[i] for i in first_appearances(layout).tolist())
     column_of = {grade_id: i for i, grade_id in enumerate(problems)}
@@ -400,9 +398,11 @@ def read_history(
                 classes = previous.classes.take(reused, axis=0)
         elif carried:
             results[np.ix_(kept, target)] = previous.table.results[old[kept]][:, source]
-    for row, outcomes in fresh:
-        for grade_id, result in outcomes.items():
-            results[row, column_of[grade_id]] = vocab[result]
+    state_results = np.zeros((len(states), len(problems)), dtype=results.dtype)
+    for state, (grade_ids, found) in enumerate(states):
+        for grade_id, result in zip(grade_ids, found):
+            state_results[state, column_of[grade_id]] = vocab[result]
+    results[new] = state_results[number]
     vocab = list(vocab)
     if classes is not None:
         classes[new] = np.take(class_codes(vocab), results[new])
@@ -490,16 +490,42 @@ class RowPlaces:
         self.places[rowid] = np.arange(len(rowid), dtype=np.int32)
 
 
-def read_versions(conn, rowids):
-    """{rowid: (filename, {grade_id: result})} of these summary rows."""
-    found = {}
-    for start in range(0, len(rowids), 50000):
-        chunk = json.dumps(rowids[start : start + 50000])
+def read_states(conn, rowids, names=None):
+    """(for each of `rowids`, the number of its state; the states): a state is (grade_ids,
+    results) of a version's problems in the order it has them, ((), ()) for a row no
+    longer recorded. Versions share a few states, so a term's million versions are read
+    without a Python object kept for each. `names`, a dict or None, gets each one's file
+    name."""
+    rowids = np.asarray(rowids, dtype=np.int64)
+    order = np.argsort(rowids, kind="stable")
+    wanted = rowids[order].tolist()  # the query gives the rows in this order
+    numbers = np.zeros(len(rowids), dtype=np.int32)
+    states = {((), ()): 0}
+    place = 0
+
+    def note(rowid, outcomes):
+        nonlocal place
+        while wanted[place] != rowid:  # rows gone since the catalog was read: no state
+            place += 1
+        state = (tuple(outcomes), tuple(outcomes.values()))
+        numbers[order[place]] = states.setdefault(state, len(states))
+        place += 1
+
+    for start in range(0, len(wanted), 50000):
+        chunk = json.dumps(wanted[start : start + 50000])
+        current, outcomes = None, {}
         for rowid, filename, grade_id, result in conn.execute(VERSIONS_QUERY, (chunk,)):
-            entry = found.setdefault(rowid, (filename, {}))
+            if rowid != current:
+                if current is not None:
+                    note(current, outcomes)
+                current, outcomes = rowid, {}
+                if names is not None:
+                    names[rowid] = filename
             if grade_id is not None:
-                entry[1][grade_id] = result
-    return found
+                outcomes[grade_id] = result
+        if current is not None:
+            note(current, outcomes)
+    return numbers, list(states)
 
 
 # ---------------------------------------------------------------------------- heatmap
