@@ -569,3 +569,25 @@ def test_new_versions_go_before_the_first_row_whose_key_is_not_smaller():
         news = [np.array([k[i] for k in new], dtype=np.int64) for i in range(3)]
         places = insertion_places(*arrays, *news)
         assert places.tolist() == [bisect.bisect_left(keys, key) for key in new]
+
+
+def test_versions_read_as_states_in_the_order_asked_and_a_row_gone_has_none(term):
+    """read_states: each version's problems as the database holds them, for rowids in
+    any order, and no problems for a rowid no longer recorded (a row replaced after the
+    catalog was read)."""
+    root, cycle = term
+    cycle(30)
+    db = root / "sync.sqlite"
+    recorded = rows(db, "SELECT rowid, filename FROM summary WHERE filename LIKE '%.ipynb'")
+    asked = [rowid for rowid, _ in reversed(recorded)] + [10**9]
+    names = {}
+    with sqlite3.connect(db) as conn:
+        numbers, states = model.read_states(conn, asked, names)
+    for rowid, filename in recorded:
+        query = "SELECT grade_id, result FROM problems WHERE filename = ? ORDER BY rowid"
+        problems = rows(db, query, (filename,))
+        grade_ids, results = states[numbers[asked.index(rowid)]]
+        assert list(zip(grade_ids, results)) == problems
+        assert names[rowid] == filename
+    assert states[numbers[-1]] == ((), ()) and 10**9 not in names
+    assert len(recorded) > 10 and len(states) > 2  # versions with problems, not all alike
