@@ -412,7 +412,7 @@ def updated_saved(saved, rows, removed, numbering):
     """Saved after the rows `removed` went and `rows` came."""
     gone = np.empty(0, dtype=np.int64)
     if len(removed) and len(saved.rowid):
-        gone = np.flatnonzero(np.isin(saved.rowid, removed, kind="table"))
+        gone = rows_among(saved.rowid, removed)
     new = saves_among(rows, numbering)
     before = insertion_places(saved.owner, saved.t, saved.rowid, *new)
     cuts = merge_cuts(gone.tolist(), before.tolist())
@@ -448,7 +448,7 @@ def updated_catalog(catalog, rows, removed, numbering, key, mark):
     arrays = (catalog.src, catalog.t, catalog.rowid, catalog.counts, catalog.order)
     gone = np.empty(0, dtype=np.int64)
     if len(removed) and len(catalog.rowid):
-        gone = np.flatnonzero(np.isin(catalog.rowid, removed, kind="table"))
+        gone = rows_among(catalog.rowid, removed)
     notebooks = rows.notebook
     src, t, rowid = rows.src[notebooks], rows.t[notebooks], rows.rowid[notebooks]
     order = save_order(t, rows.epoch[notebooks])
@@ -469,6 +469,14 @@ def updated_catalog(catalog, rows, removed, numbering, key, mark):
         saved,
         catalog.lineage,
     )
+
+
+def rows_among(rowids, removed):
+    """The places in `rowids` of those in `removed` (not empty): through a table of the
+    removed rowids' range when it is about as small as the rowids (make_database's are
+    dense), else by sorting (rowids far apart take no memory)."""
+    small = int(removed.max()) - int(removed.min()) <= 4 * len(rowids) + (1 << 20)
+    return np.flatnonzero(np.isin(rowids, removed, kind="table" if small else "sort"))
 
 
 def merge_cuts(gone, before):

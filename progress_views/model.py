@@ -448,7 +448,7 @@ def reused_rows(previous, rowid, places=None):
     previous_rowid = previous.table.rowid if previous is not None else ()
     if not len(previous_rowid) or not len(rowid):
         return old
-    if places is None:
+    if places is None or places.partial:
         sorter = np.argsort(previous_rowid, kind="stable")  # timsort: nearly in order
         found_at = np.searchsorted(previous_rowid, rowid, sorter=sorter)
         candidates = sorter[np.minimum(found_at, len(sorter) - 1)]
@@ -464,10 +464,15 @@ class RowPlaces:
     """rowid -> the row that holds it in its assignment's History (-1: none noted), for
     every History a viewer keeps: each version is in one assignment only, so one array
     serves them all, and finding the versions a new History can take from the previous
-    one is a gather, not a sort. Places are only hints (see reused_rows)."""
+    one is a gather, not a sort. Places are only hints (see reused_rows). The array is
+    as long as the highest rowid: make_database's are about as many as the versions, and
+    for rowids far above (a database renumbered by hand) it notes nothing more and is
+    `partial`: reused_rows searches the previous History itself then."""
 
     def __init__(self):
         self.places = np.empty(0, dtype=np.int32)
+        self.sizes = {}  # assignment -> versions of its History noted
+        self.partial = False
 
     def rows(self, rowid):
         """The noted row of each of `rowid` (-1 where none is)."""
@@ -480,9 +485,15 @@ class RowPlaces:
         return rows
 
     def note(self, history):
-        """Note the rows of `history`'s versions."""
+        """Note the rows of `history`'s versions (or become partial)."""
         rowid = history.table.rowid
-        top = int(rowid.max()) + 1 if len(rowid) else 0
+        self.sizes[history.assignment] = len(rowid)
+        if not len(rowid) or self.partial:
+            return
+        top = int(rowid.max()) + 1
+        if rowid.min() < 0 or top > 4 * sum(self.sizes.values()) + (1 << 20):
+            self.partial = True
+            return
         if top > len(self.places):
             grown = np.full(top + top // 4, -1, dtype=np.int32)  # room for the next commits
             grown[: len(self.places)] = self.places

@@ -555,6 +555,12 @@ def test_a_row_place_noted_for_another_history_is_never_taken_for_a_version():
     places.note(later)
     assert model.reused_rows(later, rowid, places).tolist() == [0, -1, -1, -1]
     assert model.reused_rows(earlier, rowid).tolist() == [1, 0, -1, -1]
+    # rowids far above the versions (a database renumbered by hand): nothing that size is
+    # made, and the previous History is searched instead
+    high = history(model.Version(10, 10**12, "a", answered), model.Version(20, 5, "b", error))
+    places.note(high)
+    assert places.partial and len(places.places) < 100
+    assert model.reused_rows(high, np.array([5, 10**12, 7]), places).tolist() == [1, 0, -1]
 
 
 def test_new_versions_go_before_the_first_row_whose_key_is_not_smaller():
@@ -591,3 +597,31 @@ def test_versions_read_as_states_in_the_order_asked_and_a_row_gone_has_none(term
         assert names[rowid] == filename
     assert states[numbers[-1]] == ((), ()) and 10**9 not in names
     assert len(recorded) > 10 and len(states) > 2  # versions with problems, not all alike
+
+
+def test_rowids_renumbered_far_apart_by_hand_are_followed_without_memory_for_the_gap(term):
+    """A database whose newest row was renumbered by hand to a rowid far above the others
+    (so that every later version is numbered above it): the catalog, the saves and the
+    histories follow it with nothing as large as the gap in memory, and equal a fresh
+    viewer's."""
+    root, cycle = term
+    settings = viewer_settings(root)
+    data = Data(settings, access.PasswordGate(settings))
+    cycle(0)
+    data.histories()
+    with sqlite3.connect(root / "sync.sqlite") as conn:
+        conn.execute(
+            "UPDATE summary SET rowid = rowid + ? WHERE rowid = (SELECT max(rowid) FROM summary)",
+            (10**15,),
+        )
+    for minute in (20, 40, 60):
+        cycle(minute)
+        kept = data.histories()
+        fresh = Data(settings, access.PasswordGate(settings))
+        assert seen(data.catalog()) == seen(fresh.catalog())
+        for assignment, history in fresh.histories().items():
+            assert kept[assignment].versions == history.versions
+        now = max(int(h.table.t.max()) for h in kept.values())
+        assert data.class_at(now, 10) == fresh.class_at(now, 10)
+    assert rows(root / "sync.sqlite", "SELECT max(rowid) FROM summary")[0][0] > 10**15
+    assert data.catalogs.full_reads == 1
