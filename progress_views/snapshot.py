@@ -22,6 +22,7 @@ import logging
 import os
 import stat
 import tempfile
+import time
 import zipfile
 from contextlib import suppress
 
@@ -32,6 +33,7 @@ from progress_views import access, data, model
 FORMAT = 6
 # what reading a file that is not one this viewer wrote can raise: it is then not used
 UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
+STALE_SECONDS = 3600  # a temporary file of a save this old was left by a killed one
 REWRITE_AFTER = 100_000  # rows added or replaced, at most, before a file is saved again
 LOG = logging.getLogger("progress_viewer")
 
@@ -107,8 +109,10 @@ class Store:
 
 def write(path, arrays):
     """Write `arrays` (and the FORMAT) to `path`: a private temporary file of a name no one
-    can guess (made with O_EXCL: a link planted there is never followed), renamed over it."""
+    can guess (made with O_EXCL: a link planted there is never followed), renamed over it.
+    The temporary files of a save that was killed go first (remove_stale)."""
     folder, name = os.path.split(os.path.abspath(path))
+    remove_stale(folder, name)
     descriptor, temporary = tempfile.mkstemp(prefix=name + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(descriptor, "wb") as stream:
@@ -118,6 +122,23 @@ def write(path, arrays):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def remove_stale(folder, name):
+    """Remove this account's own temporary files of `name` in `folder` older than
+    STALE_SECONDS: a save killed midway left them (a save still writing is younger), and
+    at 1M rows each is about 100 MB. Only regular files are removed (a link planted under
+    such a name is left, never followed)."""
+    now = time.time()
+    with suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(name + ".") and entry.name.endswith(".tmp")):
+                continue
+            with suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                own = stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+                if own and now - info.st_mtime > STALE_SECONDS:
+                    os.unlink(entry.path)
 
 
 def read(path):

@@ -625,3 +625,28 @@ def test_rowids_renumbered_far_apart_by_hand_are_followed_without_memory_for_the
         assert data.class_at(now, 10) == fresh.class_at(now, 10)
     assert rows(root / "sync.sqlite", "SELECT max(rowid) FROM summary")[0][0] > 10**15
     assert data.catalogs.full_reads == 1
+
+
+def test_a_save_killed_midway_leaves_no_temporary_file_behind_for_long(term, tmp_path):
+    """The temporary files of a save that was killed (each as large as the catalog) are
+    removed at the next save once an hour old; a younger one (another worker saving now),
+    another name's and a link are left."""
+    root, cycle = term
+    cycle(0)
+    stem = str(tmp_path / "access.sqlite-")
+    old, young, other = (
+        tmp_path / "access.sqlite-catalog.npz.k1ll3d.tmp",
+        tmp_path / "access.sqlite-catalog.npz.sav1ng.tmp",
+        tmp_path / "notes.txt.k1ll3d.tmp",
+    )
+    for path in (old, young, other):
+        path.write_bytes(b"x" * 1000)
+    link = tmp_path / "access.sqlite-catalog.npz.l1nk.tmp"
+    link.symlink_to(other)
+    hour_ago = time.time() - 3700
+    for path in (old, other):
+        os.utime(path, (hour_ago, hour_ago))
+    CatalogCache(snapshot.Store(stem)).get(str(root / "sync.sqlite"))  # a full read: saved
+    assert (tmp_path / "access.sqlite-catalog.npz").exists()
+    assert not old.exists()
+    assert young.exists() and other.exists() and link.is_symlink()
