@@ -813,15 +813,19 @@ def assignment_states(history, moment, window_start):
     stuck_rows = {}
     students, orders = np.nonzero(stuck)
     runs = error_run_starts(history, orders, first[students], first[students] + start[students] - 1)
-    for n, order, row in zip(students.tolist(), orders.tolist(), runs.tolist()):
-        stuck_rows.setdefault(n, []).append(stuck_row(history, uids[n], order, row))
-    latest_t = history.table.t[latest].tolist()
+    since, rowids = history.table.t[runs].tolist(), history.table.rowid[runs].tolist()
+    for n, order, t, rowid in zip(students.tolist(), orders.tolist(), since, rowids):
+        row = flag_row(
+            uids[n], history.assignment, history.problems[order], "stuck", t, rowid, None
+        )
+        stuck_rows.setdefault(n, []).append(row)
+    latest_t, width, every_code = history.table.t[latest].tolist(), codes.shape[1], codes.tobytes()
     return {
         uid: AssignmentState(
             history.assignment,
             history.problems,
             latest_t[n],
-            codes[n].tobytes(),
+            every_code[n * width : (n + 1) * width],
             stuck_rows.get(n, []),
         )
         for n, uid in enumerate(uids)
@@ -839,12 +843,6 @@ def error_run_starts(history, orders, firsts, rows):
         if not back.any():
             return rows
         rows[back] -= 1
-
-
-def stuck_row(history, uid, order, row):
-    t, rowid = int(history.table.t[row]), int(history.table.rowid[row])
-    problem = history.problems[order]
-    return flag_row(uid, history.assignment, problem, "stuck", t, rowid, None)
 
 
 def name_stuck_rows(histories, rows):
