@@ -202,11 +202,6 @@ class History:
             return "none"
         return outcome_class(self.table.vocab[self.table.results[row, self.column_of[problem]]])
 
-    def code(self, uid, index):
-        """The outcome codes of the student's version `index`: one byte per problem, its
-        CLASSES index."""
-        return self.classes[self.bounds[uid][0] + index].tobytes()
-
     def spans(self, moment, window_start):
         """(uids, first, start, end) of every student who saved a version by `moment`: the
         table row of their first version, and how many of their versions were saved by
