@@ -764,17 +764,13 @@ def sudo_hint(command, code):
     return ""
 
 
-class CopyProgress:
-    """While a cycle's rsync runs long (the first copy of a whole class), says every
-    `every` seconds how far it got: `... folder 120 of 300, 2400 files so far`, from the
-    lines rsync has written into the log (it copies the folders in their order)."""
+class WhileCopying:
+    """A thread that runs while the cycle's rsyncs copy (a `with` block around them): its
+    run() is started on entering, told to stop (`stopped`) and joined on leaving."""
 
-    def __init__(self, log, sources, every=PROGRESS_EVERY):
-        self.log, self.every, self.offset, self.files = log, every, 0, 0
-        self.folders = {make_database.dest_relative(s): i for i, s in enumerate(sources, 1)}
-        self.count, self.folder = len(sources), 0
+    def __init__(self):
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread = threading.Thread(target=self.run, daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -784,7 +780,19 @@ class CopyProgress:
         self.stopped.set()
         self.thread.join()
 
-    def watch(self):
+
+class CopyProgress(WhileCopying):
+    """While a cycle's rsync runs long (the first copy of a whole class), says every
+    `every` seconds how far it got: `... folder 120 of 300, 2400 files so far`, from the
+    lines rsync has written into the log (it copies the folders in their order)."""
+
+    def __init__(self, log, sources, every=PROGRESS_EVERY):
+        super().__init__()
+        self.log, self.every, self.offset, self.files = log, every, 0, 0
+        self.folders = {make_database.dest_relative(s): i for i, s in enumerate(sources, 1)}
+        self.count, self.folder = len(sources), 0
+
+    def run(self):
         while not self.stopped.wait(self.every):
             self.read_more()
             print(
@@ -814,7 +822,7 @@ class CopyProgress:
         return self.folder
 
 
-class EarlyParser:
+class EarlyParser(WhileCopying):
     """While the cycle's local rsyncs copy, a thread of the loop that parses the notebooks
     they have put in place (one core is mostly idle then), for make_database.py to use.
 
@@ -832,24 +840,18 @@ class EarlyParser:
     """
 
     def __init__(self, stream, dest, folders):
+        super().__init__()
         self.stream, self.dest, self.folders = stream, dest, folders
         self.results, self.pending, self.offset = {}, {}, 0  # pending: an ordered set
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
 
     def __exit__(self, *exc):
-        self.stopped.set()
         # the loop waits for the notebook it may still be parsing: at the loop's own
         # priority (which only root may give back; others wait at its low one)
         if self.thread.is_alive():
             with contextlib.suppress(OSError):
                 loop_nice = os.getpriority(os.PRIO_PROCESS, 0)
                 os.setpriority(os.PRIO_PROCESS, self.thread.native_id, loop_nice)
-        self.thread.join()
+        super().__exit__(*exc)
 
     def run(self):
         # the CPU rsync leaves idle, never what it needs: the lowest priority, for this
