@@ -521,6 +521,15 @@ def insertion_places(src, order, rowid, new_src, new_order, new_rowid):
     return lows
 
 
+def source_rows(starts, sources):
+    """(the catalog's rows of `sources`, in their order; for each row, the place of its
+    source in `sources`): source s's rows are starts[s] to starts[s + 1]."""
+    lengths = starts[sources + 1] - starts[sources]
+    before = np.cumsum(lengths) - lengths  # rows of the sources before each
+    index = np.repeat(starts[sources] - before, lengths) + np.arange(lengths.sum())
+    return index, np.repeat(np.arange(len(sources), dtype=np.int32), lengths)
+
+
 def changed_rowids(conn, since):
     """The rowids summary_changes noted after entry `since`."""
     found = conn.execute("SELECT summary_rowid FROM summary_changes WHERE id > ?", (since,))
@@ -623,15 +632,6 @@ class CatalogCache:
 
 
 # ---------------------------------------------------------------------------- labels
-
-
-def source_rows(starts, sources):
-    """(the catalog's rows of `sources`, in their order; for each row, the place of its
-    source in `sources`): source s's rows are starts[s] to starts[s + 1]."""
-    lengths = starts[sources + 1] - starts[sources]
-    before = np.cumsum(lengths) - lengths  # rows of the sources before each
-    index = np.repeat(starts[sources] - before, lengths) + np.arange(lengths.sum())
-    return index, np.repeat(np.arange(len(sources), dtype=np.int32), lengths)
 
 
 def folder_of_owner(sources, owners, owner):
