@@ -343,7 +343,7 @@ def received_notebook(line):
     if not match or not match.group(1).startswith(">f"):
         return ""
     name = make_database.log_name(match.group(2))
-    return name if name.endswith(".ipynb") and make_database.is_version(name) else ""
+    return name if make_database.is_parsed_notebook(name) else ""
 
 
 def long_names_left_out(lines):
@@ -675,7 +675,8 @@ def run_forked(function, argv, stdout, stderr):
 
     def child():
         # the loop's objects are never traversed by this process's garbage collections,
-        # which would copy every page that holds one (pages shared until written)
+        # which would copy every page that holds one (pages shared until written): in a
+        # 5 % cycle of 300 x 20 notebooks, make_database's GC time 2.3-3.0 -> 0.4 ms
         gc.freeze()
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, signal.SIG_IGN)
@@ -842,7 +843,8 @@ class EarlyParser(WhileCopying):
     def __init__(self, stream, dest, folders):
         super().__init__()
         self.stream, self.dest, self.folders = stream, dest, folders
-        self.results, self.pending, self.offset = {}, {}, 0  # pending: an ordered set
+        self.results, self.offset = {}, 0
+        self.pending = {}  # name -> the student's file it is a copy of, in rsync's order
 
     def __exit__(self, *exc):
         # the loop waits for the notebook it may still be parsing: at the loop's own
@@ -878,34 +880,33 @@ class EarlyParser(WhileCopying):
         self.offset += len(complete)
         for line in complete.split(b"\n")[:-1]:
             name = received_notebook(line.decode("utf-8", "surrogateescape"))
-            if name:
-                self.pending[name] = None
+            source = make_database.source_path(name, self.folders) if name else None
+            if source is not None:  # a name no row holds is never in place: not kept
+                self.pending[name] = source
         return bool(complete)
 
     def parse_in_place(self):
         """Parse each pending notebook whose copy is in place now, in their order, until
         stopped; True when one was."""
         progressed = False
-        for name in list(self.pending):
+        for name, source in list(self.pending.items()):
             if self.stopped.is_set():
                 break
-            if copy_in_place(self.dest, name, self.folders):
+            copy = os.path.join(self.dest, name)
+            if copy_in_place(copy, source):
                 del self.pending[name]
-                parsed = make_database.parse_copy(os.path.join(self.dest, name))
+                parsed = make_database.parse_copy(copy)
                 if parsed is not None:
                     self.results[name] = parsed
                 progressed = True
         return progressed
 
 
-def copy_in_place(dest, name, folders):
-    """True when the copy `name` in `dest` has its source's size and mtime (to the
-    nanosecond, as rsync --times leaves it): most likely rsync has put it in place."""
-    source = make_database.source_path(name, folders)
-    if source is None:  # no row holds it
-        return False
+def copy_in_place(copy, source):
+    """True when the file `copy` has the size and mtime of the student's file `source` (to
+    the nanosecond, as rsync --times leaves it): most likely rsync has put it in place."""
     try:
-        copied, original = os.lstat(os.path.join(dest, name)), os.lstat(source)
+        copied, original = os.lstat(copy), os.lstat(source)
     except OSError:
         return False
     return (copied.st_size, copied.st_mtime_ns) == (original.st_size, original.st_mtime_ns)
@@ -1196,7 +1197,7 @@ class Cycle(NamedTuple):
     logs: list
     suspects: list
     complete: bool
-    parsed: dict | None = None
+    parsed: dict
 
 
 def one_cycle(args, users, previous_t, sudo, suspects, tally):
@@ -1216,11 +1217,11 @@ def one_cycle(args, users, previous_t, sudo, suspects, tally):
             " trying again next cycle",
             file=sys.stderr,
         )
-        return Cycle(t, [], suspects, False)
+        return Cycle(t, [], suspects, False, {})
     with stream:
         if not sources and not hosts:
             print("no folder to copy")
-            return Cycle(t, [log], [], True)
+            return Cycle(t, [log], [], True, {})
         clear_temp_dir(args.dest)
         with concurrent.futures.ThreadPoolExecutor(args.remote_jobs) as pool:
             copies = copy_hosts(hosts, args, t, sudo, pool)
@@ -1260,7 +1261,7 @@ def logs_left_unapplied(args):
     return [log for log in logs if os.path.basename(log) not in applied and log_lists_files(log)]
 
 
-def apply_logs(args, unapplied, logs, sudo, tally, parsed=None):
+def apply_logs(args, unapplied, logs, sudo, tally, parsed):
     """Apply the logs earlier cycles left unapplied, oldest first, then this cycle's `logs`
     in their order, one make_database.py at a time, each handed what `parsed` ({log:
     EarlyParser results}) holds for it; the logs still unapplied. Once an earlier one
@@ -1273,7 +1274,7 @@ def apply_logs(args, unapplied, logs, sudo, tally, parsed=None):
             failed = unapplied[i:]
             break
     for log in logs:
-        if not apply(args, log, sudo, tally, (parsed or {}).get(log)):
+        if not apply(args, log, sudo, tally, parsed.get(log)):
             failed.append(log)
     return failed
 

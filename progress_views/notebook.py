@@ -271,9 +271,7 @@ def output_text(output):
 
 def grade_id_of(cell):
     """The grade_id of a graded cell, else None."""
-    return (
-        make_database.nbgrader_metadata(cell)["grade_id"] if make_database.is_graded(cell) else None
-    )
+    return make_database.graded_id(cell)
 
 
 def problem_anchor(grade_id):
