@@ -19,7 +19,8 @@
     data.memo_sources(key, compute)   one kept while the catalog's sources stay the same
     Data.errors                 what a view catches when the database cannot be read
 
-Every cache is bounded (LRU) and dropped when the database or users.csv changes. The
+Every cache is bounded (LRU); what memo keeps goes with the catalog, what memo_sources
+keeps with a change of the database's notebooks (or file) or of users.csv. The
 database is read only here, in callbacks, never at import: the sync loop keeps writing it.
 """
 
@@ -410,9 +411,7 @@ def saved_of(owner, t, rowid, numbering):
 
 def updated_saved(saved, rows, removed, numbering):
     """Saved after the rows `removed` went and `rows` came."""
-    gone = np.empty(0, dtype=np.int64)
-    if len(removed) and len(saved.rowid):
-        gone = rows_among(saved.rowid, removed)
+    gone = rows_among(saved.rowid, removed)
     new = saves_among(rows, numbering)
     before = insertion_places(saved.owner, saved.t, saved.rowid, *new)
     cuts = merge_cuts(gone.tolist(), before.tolist())
@@ -446,9 +445,7 @@ def updated_catalog(catalog, rows, removed, numbering, key, mark):
     """The Catalog after the rows `removed` went and `rows` came, merged into the sorted
     arrays (no sort of the whole)."""
     arrays = (catalog.src, catalog.t, catalog.rowid, catalog.counts, catalog.order)
-    gone = np.empty(0, dtype=np.int64)
-    if len(removed) and len(catalog.rowid):
-        gone = rows_among(catalog.rowid, removed)
+    gone = rows_among(catalog.rowid, removed)
     notebooks = rows.notebook
     src, t, rowid = rows.src[notebooks], rows.t[notebooks], rows.rowid[notebooks]
     order = save_order(t, rows.epoch[notebooks])
@@ -472,11 +469,14 @@ def updated_catalog(catalog, rows, removed, numbering, key, mark):
 
 
 def rows_among(rowids, removed):
-    """The places in `rowids` of those in `removed` (not empty): through a table of the
-    removed rowids' range when it is about as small as the rowids (make_database's are
-    dense), else by sorting (rowids far apart take no memory)."""
-    small = int(removed.max()) - int(removed.min()) <= 4 * len(rowids) + (1 << 20)
-    return np.flatnonzero(np.isin(rowids, removed, kind="table" if small else "sort"))
+    """The places in `rowids` of those in `removed`: through a table of the removed
+    rowids' range when it is about as small as the rowids (model.dense), else by sorting
+    (rowids far apart take no memory)."""
+    if not len(removed) or not len(rowids):
+        return np.empty(0, dtype=np.int64)
+    span = int(removed.max()) - int(removed.min())
+    kind = "table" if model.dense(span, len(rowids)) else "sort"
+    return np.flatnonzero(np.isin(rowids, removed, kind=kind))
 
 
 def merge_cuts(gone, before):
@@ -525,8 +525,7 @@ def source_rows(starts, sources):
     """(the catalog's rows of `sources`, in their order; for each row, the place of its
     source in `sources`): source s's rows are starts[s] to starts[s + 1]."""
     lengths = starts[sources + 1] - starts[sources]
-    before = np.cumsum(lengths) - lengths  # rows of the sources before each
-    index = np.repeat(starts[sources] - before, lengths) + np.arange(lengths.sum())
+    index = model.row_ranges(starts[sources], lengths)
     return index, np.repeat(np.arange(len(sources), dtype=np.int32), lengths)
 
 
@@ -871,11 +870,13 @@ class Data:
         another thread read a commit meanwhile); saved for the next start with that
         catalog's mark, when there is a store and what it holds is not recent."""
         catalog = self.catalog()
+        read_before = self.memo("histories", dict).keys() >= set(self.assignments())
         histories = {}
         for assignment in self.assignments():
             with suppress(KeyError):  # gone with what another thread read meanwhile
                 histories[assignment] = self.history(assignment)
-        release_freed_memory()  # what reading them, or the Histories they replace, took
+        if not read_before:  # (not every second the follower asks: it walks the heap)
+            release_freed_memory()  # what reading them, or the Histories they replace, took
         if self.catalog() is not catalog:  # catalogs only move on: some are of a newer one
             return self.histories(tries - 1) if tries > 1 else histories
         if self.store is not None:
@@ -929,11 +930,11 @@ class Data:
     def saved_histories(self, mark):
         """{assignment: History} the store saved from this database (at or
         before `mark`), or none."""
-        saved = self.store.load_histories(self.file_names) if self.store is not None else None
-        if saved is None:
+        if self.store is None:
             return {}
         with closing(self.connect()) as conn:
-            return saved[1] if continues(conn, saved[0], mark) else {}
+            saved = self.store.load_histories(self.file_names, lambda m: continues(conn, m, mark))
+        return saved or {}
 
     # -- names
 

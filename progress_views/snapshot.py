@@ -14,9 +14,10 @@ saved from (data.continues).
     Store(stem)                 the files `<stem>catalog.npz` and `<stem>histories.npz`
                                 (Store.for_settings: beside ACCESS_DB)
     store.load(lineage), store.keep(catalog, full)          the catalog
-    store.load_histories(file_names), store.keep_histories(mark, entries)   the histories
+    store.load_histories(file_names, accept), store.keep_histories(mark, entries)   the histories
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -66,15 +67,19 @@ class Store:
         if self.due(self.catalog_path, catalog.mark, full):
             self.save(self.catalog_path, catalog.mark, catalog_arrays(catalog))
 
-    def load_histories(self, file_names):
-        """(Mark, {assignment: History}) saved, or None."""
+    def load_histories(self, file_names, accept):
+        """{assignment: History} saved, when `accept`(their Mark) says they are of this
+        database, else None. Only accepted ones count as saved: others are replaced at
+        the next keep_histories, and no History of them is made."""
         with suppress(*UNREADABLE):
             stored = read(self.histories_path)
             mark = mark_of(stored["mark"])
+            if not accept(mark):
+                return None
             count = int(stored["histories"][0])
             entries = dict(history_of(stored, f"h{n}_", file_names) for n in range(count))
             self.marks[self.histories_path] = mark
-            return mark, entries
+            return entries
         return None
 
     def keep_histories(self, mark, entries):
@@ -168,22 +173,14 @@ def from_array(array):
 
 
 def mark_array(mark):
-    return as_array(
-        {
-            "inode": mark.inode,
-            "rowid": mark.rowid,
-            "change": mark.change,
-            "columns": sorted(mark.columns),
-            "tail": mark.tail,
-            "last": list(mark.last),
-        }
-    )
+    return as_array({**dataclasses.asdict(mark), "columns": sorted(mark.columns)})
 
 
 def mark_of(array):
     found = from_array(array)
-    columns, last = frozenset(found["columns"]), tuple(found["last"])
-    return data.Mark(found["inode"], found["rowid"], found["change"], columns, found["tail"], last)
+    return data.Mark(
+        **{**found, "columns": frozenset(found["columns"]), "last": tuple(found["last"])}
+    )
 
 
 def rewrite_after(mark):

@@ -345,7 +345,7 @@ def test_a_viewer_starts_from_the_histories_an_earlier_one_saved(term):
     """The first viewer reads every assignment's History and saves them; the next one
     starts from them: it shows the versions it has without reading their problems again
     (here deleted from the database after the save), and reads the new one of the next
-    cycle; saved histories of another database are not used."""
+    cycle; saved histories of another database are not used, and are replaced."""
     root, cycle = term
     db = str(root / "sync.sqlite")
     stem = str(root / "viewer-")
@@ -380,6 +380,9 @@ def test_a_viewer_starts_from_the_histories_an_earlier_one_saved(term):
     os.replace(db + ".copy", db)
     for assignment, history in viewer().histories().items():
         assert history.versions == fresh.history(assignment).versions
+    # and are replaced by this database's, for the next start
+    saved = snapshot.mark_of(snapshot.read(stem + "histories.npz")["mark"])
+    assert saved.inode == os.stat(db).st_ino
 
 
 def test_the_follower_reads_each_commit_before_a_page_asks_and_stops_when_none_does(term):
@@ -451,6 +454,8 @@ def test_one_call_gives_and_saves_the_histories_of_one_catalog(term, monkeypatch
 def test_an_unexpected_error_while_following_is_logged_once_and_following_goes_on(
     term, monkeypatch, caplog
 ):
+    """The follower meets an error no one foresaw while it reads a commit: the log says so
+    once (not every second), and it reads again once the error is gone."""
     root, cycle = term
     settings = viewer_settings(root)
     data = Data(settings, access.PasswordGate(settings))
