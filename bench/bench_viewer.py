@@ -197,8 +197,8 @@ def commit_elsewhere(db, seed, students, cycle):
 
 
 def viewer(db, users_csv):
-    """(app, Data) of a viewer over the database, its Data as the app's own (with the
-    store of what it saves for the next start)."""
+    """(app, Data) of a viewer over the database, its Data configured as the app's (with
+    the store of what it saves for the next start)."""
     import progress_viewer as pv
     from progress_views import access, snapshot
     from progress_views.data import Data
@@ -217,8 +217,6 @@ def viewer(db, users_csv):
 
 def measure(db, users_csv, repeats, commits, cycles):
     """Runs in its own process: the numbers for one database."""
-    import psutil
-
     from progress_views import activity
 
     app, view = viewer(db, users_csv)
@@ -248,7 +246,7 @@ def measure(db, users_csv, repeats, commits, cycles):
         **after,
         **followed,
         "full_reads": view.catalogs.full_reads,
-        "rss_mb": psutil.Process().memory_info().rss / 1e6,
+        "rss_mb": psutil_rss(),
     }
 
 

@@ -369,8 +369,8 @@ def empty_figure():
 
 
 def source_mask(data, patterns, shown):
-    """regexp_mask over data.searchable_paths(shown), kept in the catalog's LRU (a few
-    patterns, not every one typed)."""
+    """regexp_mask over data.searchable_paths(shown), kept while the catalog's sources
+    stay the same (data.memo_sources: a few patterns, not every one typed)."""
     paths = data.searchable_paths(shown)
     return data.memo_sources(("mask", shown, tuple(patterns)), lambda: regexp_mask(paths, patterns))
 

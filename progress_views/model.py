@@ -387,8 +387,7 @@ def read_history(
         source, target = zip(*carried) if carried else ((), ())
         if source == target == tuple(range(len(source))):  # the usual case: all, in place
             rows = previous.table.results.take(reused, axis=0)  # one gather
-            results[:, : len(source)] = rows[:, : len(source)]
-            results[new] = 0  # the new versions' own come below
+            results[:, : len(source)] = rows[:, : len(source)]  # the new ones' come below
             if len(source) == len(problems):
                 classes = previous.classes.take(reused, axis=0)
         elif carried:
@@ -455,6 +454,19 @@ def reused_rows(previous, rowid, places=None):
     return old
 
 
+def dense(span, count):
+    """True when an array as long as `span` (a range of rowids) is about as small as one of
+    `count` versions (make_database's rowids are about as many as its rows), not more."""
+    return span <= 4 * count + (1 << 20)
+
+
+def row_ranges(starts, lengths):
+    """The rows starts[i] to starts[i] + lengths[i] - 1 of every i, one range after the
+    other, as one index array."""
+    before = np.cumsum(lengths) - lengths  # the rows of the ranges before each
+    return np.repeat(starts - before, lengths) + np.arange(lengths.sum())
+
+
 class RowPlaces:
     """rowid -> the row that holds it in its assignment's History (-1: none noted), for
     every History a viewer keeps: each version is in one assignment only, so one array
@@ -486,7 +498,7 @@ class RowPlaces:
         if not len(rowid) or self.partial:
             return
         top = int(rowid.max()) + 1
-        if rowid.min() < 0 or top > 4 * sum(self.sizes.values()) + (1 << 20):
+        if rowid.min() < 0 or not dense(top, sum(self.sizes.values())):
             self.partial = True
             return
         if top > len(self.places):
@@ -801,10 +813,8 @@ def assignment_states(history, moment, window_start):
     if len(maybe):
         lows = first[maybe] + start[maybe] - 1  # the state at M - N
         lengths = latest[maybe] - lows + 1
-        places = np.cumsum(lengths) - lengths
-        window = np.repeat(lows - places, lengths) + np.arange(lengths.sum())
-        errors = history.classes[window] == ERROR_CODE
-        stuck[maybe] = np.logical_and.reduceat(errors, places, axis=0)
+        errors = history.classes[row_ranges(lows, lengths)] == ERROR_CODE
+        stuck[maybe] = np.logical_and.reduceat(errors, np.cumsum(lengths) - lengths, axis=0)
     stuck_rows = {}
     students, orders = np.nonzero(stuck)
     runs = error_run_starts(history, orders, first[students], first[students] + start[students] - 1)
