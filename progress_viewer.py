@@ -33,10 +33,30 @@ import socket
 import stat
 import sys
 
-import dash
-from dash import Input, Output, dcc, html
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(HERE, ".venv")  # what `./run setup` makes
+
+
+def run_by_venv_python():
+    """`./progress_viewer.py` run by a python3 without dash (.venv not activated): the
+    script again under .venv's python when there is one, else a message saying what to do."""
+    python = os.path.join(VENV, "bin", "python")
+    if os.path.exists(python) and os.path.realpath(sys.prefix) != os.path.realpath(VENV):
+        os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
+    sys.exit(
+        f"progress_viewer.py: {sys.executable} has no dash; run `./run setup` in {HERE}, "
+        "then this command again (or `.venv/bin/python progress_viewer.py`)"
+    )
+
+
+try:
+    import dash
+except ImportError:
+    if __name__ != "__main__":
+        raise
+    run_by_venv_python()
+from dash import Input, Output, dcc, html  # noqa: E402
+
 sys.path.insert(0, HERE)
 import make_database  # noqa: E402  (the version string)
 from progress_views import access, activity, moment, problems, snapshot, version  # noqa: E402
@@ -299,7 +319,11 @@ def __getattr__(name):
     if name in ("application", "app"):
         if _default_app is None:
             configure_logging()
-            _default_app = create_app(load_settings(os.environ.get("PROGRESS_VIEWER_CONFIG")))
+            config = os.environ.get("PROGRESS_VIEWER_CONFIG")
+            settings = load_settings(config)
+            for problem in startup_problems(settings, find_config(config)):
+                LOG.warning(problem)  # what main prints, in the server's log
+            _default_app = create_app(settings)
         return _default_app.server if name == "application" else _default_app
     raise AttributeError(name)
 

@@ -148,12 +148,15 @@ def check_asleep(cycle):
         )
 
 
-def time_cycles(args, paths, rng, times, changed, bare_rsync, start_loop, after_full=None):
+def time_cycles(
+    args, paths, rng, times, changed, bare_rsync, start_loop, after_full=None, after_pair=None
+):
     """For each of --copies destination pairs: the full copy, then --rounds cycles after 5 %
     of `paths` changed and --rounds with no change, each by `bare_rsync(dest, suffix)` and
     by the next cycle of the running loop `start_loop(copy)`; times appended to `times`
     (phase: (bare, ours)) and the number of changed files to `changed`. `after_full(copy)`,
-    if given, runs while the loop sleeps after its full cycle."""
+    if given, runs while the loop sleeps after its full cycle, `after_pair(copy)` once the
+    pair is done."""
     for copy in range(args.copies):
         bare_dest = f"bare_dest{copy}"
         # before each timed copy: no write-back of one copy lands in the other's time
@@ -182,6 +185,8 @@ def time_cycles(args, paths, rng, times, changed, bare_rsync, start_loop, after_
         finally:
             loop.terminate()
             loop.wait()
+        if after_pair:
+            after_pair(copy)
 
 
 def write_results(path, text):
@@ -207,6 +212,15 @@ def run(args):
             if copy == 0:
                 databases["after the full cycle"] = database_size(root, 0)
 
+        def after_pair(copy):
+            # The pair's copies go (but the first loop's, which parse_rate reads): each
+            # keeps ~0.7 GB in the page cache, and with them the later pairs' cycles grew
+            # slower and slower as the kernel reclaimed memory (a full cycle by hand, the
+            # same each time: 4.2, 4.5, 4.8, 5.7, 6.5 s as copies piled up)
+            shutil.rmtree(os.path.join(root, f"bare_dest{copy}"))
+            if copy:
+                shutil.rmtree(os.path.join(root, f"sync_dest{copy}"))
+
         time_cycles(
             args,
             paths,
@@ -216,6 +230,7 @@ def run(args):
             lambda d, x: bare_rsync(root, d, x),
             lambda copy: start_loop(root, copy, args.loop_sleep),
             after_full,
+            after_pair,
         )
         databases["at the end"] = database_size(root, 0)
         parse = parse_rate(root)

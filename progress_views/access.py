@@ -40,6 +40,7 @@ import urllib.parse
 from contextlib import closing
 
 import flask
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -467,6 +468,15 @@ def access_token(settings, attempts):
     return settings["ACCESS_TOKEN"] or attempts.secret("token")
 
 
+class SessionCookie(SecureCookieSessionInterface):
+    """Flask's signed session cookie, marked Secure (never sent over plain HTTP) whenever
+    the page is asked for over HTTPS: behind a proxy that ends TLS, as the README's nginx,
+    that is when TRUSTED_PROXIES lets its X-Forwarded-Proto count."""
+
+    def get_cookie_secure(self, app):
+        return flask.request.is_secure
+
+
 def make_guard(settings, attempts):
     pairs = dict(settings["BASIC_AUTH_USER_PASSWORD_PAIRS"])
     if pairs:
@@ -491,8 +501,10 @@ def install(app, settings):
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_PATH=settings["URL_PREFIX"],
     )
+    server.session_interface = SessionCookie()
     if settings["TRUSTED_PROXIES"]:
-        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=settings["TRUSTED_PROXIES"])
+        proxies = settings["TRUSTED_PROXIES"]
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=proxies, x_proto=proxies)
     guard = make_guard(settings, attempts)
     allowed_hosts = settings["ALLOWED_HOSTS"]
 

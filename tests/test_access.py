@@ -282,6 +282,25 @@ def test_token_in_the_url_becomes_a_private_cookie_and_leaves_the_address_bar(co
     assert restarted.get("/progress/").status_code == 401  # a new token ends the old cookies
 
 
+def test_the_cookie_is_secure_when_the_page_is_asked_for_over_https(course):  # noqa: F811
+    """Behind the README's nginx (TLS ended there, X-Forwarded-Proto: https, TRUSTED_PROXIES
+    = 1) the cookie is never sent over plain HTTP; over plain HTTP (./progress_viewer.py on
+    localhost) it has to be; X-Forwarded-Proto from a client no proxy vouches for counts for
+    nothing."""
+
+    def cookie(trusted_proxies, headers):
+        settings = settings_for(course, TRUSTED_PROXIES=trusted_proxies)
+        client = pv.create_app(settings).server.test_client()
+        response = client.get(f"/?token={ACCESS_TOKEN}", headers=headers)
+        assert response.status_code == 302
+        return response.headers["Set-Cookie"].split("; ")
+
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.0.0.7"}
+    assert "Secure" in cookie(1, https)
+    assert "Secure" not in cookie(1, {"X-Forwarded-For": "10.0.0.7"})
+    assert "Secure" not in cookie(0, https)
+
+
 def test_wrong_tokens_are_limited_like_passwords(course, caplog):  # noqa: F811
     client = pv.create_app(settings_for(course)).server.test_client()
     for n in range(access.FAILURES_PER_CLIENT):

@@ -288,6 +288,16 @@ def test_gunicorn_log_lines_carry_timestamps(gunicorn_viewer):
     assert "Tr0ub4dor" not in log.read()
 
 
+def test_gunicorn_logs_the_start_up_warnings(gunicorn_viewer):
+    """What `./progress_viewer.py` warns of at start is in gunicorn's log too (here: no
+    PASSWD, no database yet), each line with its time."""
+    url, process, log = gunicorn_viewer
+    wait_for_http(url, process)
+    for warning in ("PASSWD is not set: names stay hidden", "no database at "):
+        logged = lines_logged(log, warning)
+        assert logged and re.match(TIMESTAMP + ".* WARNING ", logged[0]), (warning, logged)
+
+
 def test_gunicorn_access_log_hides_tokens(gunicorn_viewer):
     """gunicorn's access log, when asked for, shows `token=<hidden>` for a token in the URL."""
     url, process, log = gunicorn_viewer

@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import re
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -303,7 +304,8 @@ def test_setup_installs_the_runtime_only(clone):
 
 def test_scripts_run_from_a_plain_shell(clone):
     """The loop and make_database.py run on the system's python3 (as under sudo); the
-    viewer once .venv is activated, as the Quick start says."""
+    viewer once .venv is activated, as the Quick start says, and without activating it:
+    run by a python3 without dash, it runs itself again under .venv's python."""
     for script in ("rsync_notebooks.py", "make_database.py"):
         ok(shell(f"./{script} --help", clone, env={"PATH": SUDO_PATH}))
     sudo_line = readme_line("sudo ./rsync_notebooks.py").split(" 2>&1")[0]
@@ -311,6 +313,20 @@ def test_scripts_run_from_a_plain_shell(clone):
     activate = readme_line(". .venv/bin/activate")
     activated = ok(shell(f"{activate} && ./progress_viewer.py --version", clone))
     assert activated.stdout.split() == ["progress_viewer.py", make_database.__version__]
+    plain = ok(shell("./progress_viewer.py --version", clone, env={"PATH": SUDO_PATH}))
+    assert plain.stdout.split() == ["progress_viewer.py", make_database.__version__]
+
+
+def test_viewer_without_venv_says_what_to_do(tmp_path):
+    """progress_viewer.py run by a python3 without dash where there is no .venv beside it:
+    one line naming the command that installs it, not a traceback."""
+    if shell("python3 -c 'import dash'", tmp_path, env={"PATH": SUDO_PATH}).returncode == 0:
+        pytest.skip("the system's python3 has dash")
+    shutil.copy(os.path.join(ROOT, "progress_viewer.py"), tmp_path)
+    run = shell("python3 progress_viewer.py --version", tmp_path, env={"PATH": SUDO_PATH})
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "has no dash; run `./run setup` in " + str(tmp_path) in run.stderr
 
 
 def test_loop_database_and_sqlite_examples(clone):
