@@ -25,6 +25,7 @@ be made.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import pwd
@@ -42,7 +43,8 @@ def run_by_venv_python():
     script again under .venv's python when there is one, else a message saying what to do."""
     python = os.path.join(VENV, "bin", "python")
     if os.path.exists(python) and os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-        os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
+        with contextlib.suppress(OSError):  # a .venv whose python is gone: the message
+            os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
     sys.exit(
         f"progress_viewer.py: {sys.executable} has no dash; run `./run setup` in {HERE}, "
         "then this command again (or `.venv/bin/python progress_viewer.py`)"
