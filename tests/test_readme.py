@@ -380,12 +380,16 @@ def test_viewer_commands_serve(clone):
 
 
 def test_demo_builds_and_serves(clone):
-    """`./run demo` builds its course, syncs it and serves the viewer until Ctrl-C."""
+    """`./run demo` builds its course, syncs it and serves the viewer until Ctrl-C; the
+    `./run test` that follows it in the Quick start still passes its lint (the demo/
+    folder it leaves once made ruff take `import demo` for the project's own package)."""
     port = free_port()
     demo = readme_line("./run demo")
     assert serves(f"{demo} --students 6 --minutes 20 --port {port}", clone, port) is not None
     with sqlite3.connect(clone / "demo" / "sync.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM summary").fetchone()[0] > 0
+    for lint in (["format", "--check", "."], ["check", "."]):
+        ok(subprocess.run([sys.executable, "-m", "ruff", *lint], cwd=clone, capture_output=True))
 
 
 def test_pip_install_gives_the_commands(clone, tmp_path):
