@@ -245,7 +245,17 @@ def create_app(settings):
     for view in VIEWS:
         view.register(app, data)
     access.install(app, settings)
+    set_up_before_serving(app)
     return app
+
+
+def set_up_before_serving(app):
+    """Dash's setup (its scripts registered, the layout checked), done now rather than by
+    the first request: requests that came while another one did it, as a browser's
+    scripts to a new gunicorn worker, found no script registered (500s, a page stuck at
+    "Loading...")."""
+    with app.server.test_request_context():
+        app._setup_server()
 
 
 def database_problem(db):

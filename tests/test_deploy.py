@@ -2,6 +2,7 @@
 the viewer under gunicorn, and the systemd units in deploy/."""
 
 import base64
+import concurrent.futures
 import getpass
 import grp
 import http.client
@@ -14,7 +15,9 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -286,6 +289,45 @@ def test_gunicorn_log_lines_carry_timestamps(gunicorn_viewer):
     assert refused and re.match(TIMESTAMP, refused[0]), refused
     log.seek(0)
     assert "Tr0ub4dor" not in log.read()
+
+
+def page_scripts(settings):
+    """The URLs of the scripts the page loads (Dash's own libraries among them), as the
+    viewer with these settings serves them: read from an app in this process."""
+    client = progress_viewer.create_app(settings).server.test_client()
+    page = client.get("/", headers={"Authorization": "token " + settings["ACCESS_TOKEN"]})
+    return re.findall(r'<script src="([^"]+)"', page.get_data(as_text=True))
+
+
+def test_the_first_requests_a_worker_gets_at_once_are_all_served(tmp_path):
+    """A browser opening the page asks for its scripts at once; when those are the first
+    requests a gunicorn worker gets (the page came from the other worker), each one is
+    served, not a 500 with "dash is not a registered library" (the page then stayed at
+    "Loading..." until reloaded): Dash set itself up on the first request, and a thread
+    that came while another did it found nothing registered yet. The threads here switch
+    as often as Python lets them, so that they meet inside those 2-3 ms as on a busy hub."""
+    token = "a-token-for-this-test-0123456789"
+    write_config(tmp_path, f"ACCESS_TOKEN = {token!r}\nPASSWD = 'pw'\n")
+    settings = progress_viewer.load_settings(str(tmp_path / "progress_viewer_config.py"))
+    scripts = page_scripts(settings)
+    assert any("/dash/" in url for url in scripts), scripts
+    urls = scripts * 4
+    worker = progress_viewer.create_app(settings).server  # as a gunicorn worker builds it
+    ready = threading.Barrier(len(urls))
+
+    def status(url):
+        client = worker.test_client()
+        ready.wait()
+        return client.get(url, headers={"Authorization": "token " + token}).status_code
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+            statuses = list(pool.map(status, urls))
+    finally:
+        sys.setswitchinterval(switch)
+    assert statuses == [200] * len(urls)
 
 
 def test_gunicorn_logs_the_start_up_warnings(gunicorn_viewer):
