@@ -820,6 +820,10 @@ class Data:
         and logged by the gate (access.PasswordGate), whichever callback sent them."""
         return self.gate.check(password, self.client_address())
 
+    def names_password_set(self):
+        """False when PASSWD is empty: no password shows the names."""
+        return bool(self.gate.expected)
+
     def names_locked_out(self):
         """True while this client may not try the names password (too many wrong ones)."""
         return self.gate.locked_out(self.client_address())

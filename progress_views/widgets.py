@@ -22,11 +22,14 @@ class PageIds:
 
 ERROR_STYLE = {"color": "#a00", "whiteSpace": "pre-wrap"}
 PASSWORD_LOCKED = "too many wrong passwords: wait a few minutes, then try again"
+PASSWORD_UNSET = "no names password is set (PASSWD in progress_viewer_config.py)"
 
 
 def password_refused(data):
-    """Why a typed names password shows no names: wrong, or refused for now after too
-    many wrong ones (then even the right one is refused)."""
+    """Why a typed names password shows no names: none is set, it is wrong, or it is
+    refused for now after too many wrong ones (then even the right one is refused)."""
+    if not data.names_password_set():
+        return PASSWORD_UNSET
     return PASSWORD_LOCKED if data.names_locked_out() else "wrong password"
 
 

@@ -481,6 +481,18 @@ def test_wrong_password_is_said_and_reveals_nothing(course):
     assert names_in(sent(figure), course) == []
 
 
+def test_a_password_typed_where_none_is_set_says_so(course):
+    """Without PASSWD no password shows the names: typing one says that none is set, not
+    that it is wrong, and names stay hidden."""
+    data = data_for(settings_for(course, PASSWD=""))
+    with pv_request():
+        figure, _, message = activity.graph(data, filters(password="s3cret", criteria="user"))
+        header = str(pv.password_message(data, "s3cret"))
+    assert message == widgets.PASSWORD_UNSET
+    assert "PASSWD" in header and "wrong" not in header
+    assert names_in(sent(figure), course) == []
+
+
 def test_bad_inputs_are_messages_not_errors(course):
     data = data_for(settings_for(course))
     with pv_request():
