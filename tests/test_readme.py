@@ -38,7 +38,7 @@ RUN_NOT_IMPORTED = {"gunicorn"}
 DEV_TOOLS = {"ruff", "pytest-timeout"}
 # How a line of a README code block starts when it is a command a reader types.
 COMMAND_START = re.compile(
-    r"(\./|sudo |\. |\.venv/|~/|python3 |sqlite3 |\$ |mkdir |journalctl |tmux |cd |git |pip )"
+    r"(\./|sudo |\. |\.venv/|~/|python3 |sqlite3 |\$ |mkdir |journalctl |tmux |cd |git |pip |cp )"
 )
 # README commands the tests below do not run, and why.
 NOT_RUN = {
@@ -206,6 +206,8 @@ def test_every_readme_command_is_run_or_excused():
     run_here = [
         "./run setup",
         ". .venv/bin/activate",
+        "cp users.csv.example users.csv",
+        "cp progress_viewer_config.py.example progress_viewer_config.py",
         "./run demo",
         "python3 -m venv ~/monitoring-venv",
         "sudo ./rsync_notebooks.py",
@@ -327,6 +329,34 @@ def test_viewer_without_venv_says_what_to_do(tmp_path):
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert "has no dash; run `./run setup` in " + str(tmp_path) in run.stderr
+
+
+def test_own_course_steps(clone):
+    """The Quick start's steps for one's own course, in the clone: the two files copied
+    from their examples are what the scripts read (users.csv's rows, the config with
+    PASSWD to set), and the clone's git ignores them."""
+    copies = [
+        readme_line(f"cp {name}.example") for name in ("users.csv", "progress_viewer_config.py")
+    ]
+    config = clone / "progress_viewer_config.py"
+    try:
+        for line in copies:
+            ok(shell(line, clone))
+        users = make_database.read_users_csv(str(clone / "users.csv"))
+        assert users == make_database.read_users_csv(str(clone / "users.csv.example")) != []
+        settings = progress_viewer.load_settings(str(config))
+        assert settings["PASSWD"] == "" and settings["USERS_CSV"] == str(clone / "users.csv")
+        ignored = ok(
+            shell("git status --porcelain --ignored users.csv progress_viewer_config.py", clone)
+        )
+        assert sorted(ignored.stdout.split()) == [
+            "!!",
+            "!!",
+            "progress_viewer_config.py",
+            "users.csv",
+        ]
+    finally:
+        config.unlink(missing_ok=True)
 
 
 def test_loop_database_and_sqlite_examples(clone):
