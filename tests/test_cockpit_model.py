@@ -398,3 +398,13 @@ def test_a_history_read_again_after_a_sync_cycle_reusing_the_previous_equals_a_f
     assert sum(len(vs) for vs in fresh.versions.values()) > sum(
         len(vs) for vs in before.versions.values()
     )
+
+
+def test_the_demo_says_each_thing_once(tmp_path, capfd):
+    """The demo runs the loop once per simulated cycle: what the loop says on stderr (run
+    as root, where the files stay) is said once, not once a cycle, and no warning that a
+    viewer of another account could not read them (the demo's viewer is the same account)."""
+    demo.build_demo(str(tmp_path / "demo"), 4, 2, 30, 10)
+    said = capfd.readouterr().err.splitlines()
+    assert len(said) == len(set(said))
+    assert not [line for line in said if line.startswith("warning")]

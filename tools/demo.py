@@ -77,14 +77,22 @@ def build_demo(directory, students, assignments, minutes, step):
     for private in (users, config):
         os.chmod(private, 0o600)
     start = time.time() - minutes * 60
+    said = set()  # what the loop said on stderr: each line once, not once a cycle
     for minute in range(0, minutes + 1, step):
         written = demo_course.write_course_at(directory, course, minute, start)
         print(f"--- lab minute {minute}: {len(written)} notebooks saved by students", flush=True)
         command = [sys.executable, os.path.join(ROOT, "rsync_notebooks.py"), "--no-sudo"]
         command += ["--repeat", "1", "--min-sleep", "0"]
-        if os.geteuid() == 0:  # the demo's viewer runs as root too: no warning a cycle
+        if os.geteuid() == 0:  # the demo's viewer runs as root too
             command += ["--owner", "root"]
-        subprocess.run(command, cwd=directory, check=True, stdout=subprocess.DEVNULL)
+        cycle = subprocess.run(
+            command, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for line in cycle.stderr.splitlines():
+            if line not in said:
+                said.add(line)
+                print(line, file=sys.stderr, flush=True)
+        cycle.check_returncode()
     return course
 
 
