@@ -38,7 +38,8 @@ RUN_NOT_IMPORTED = {"gunicorn"}
 DEV_TOOLS = {"ruff", "pytest-timeout"}
 # How a line of a README code block starts when it is a command a reader types.
 COMMAND_START = re.compile(
-    r"(\./|sudo |\. |\.venv/|~/|python3 |sqlite3 |\$ |mkdir |journalctl |tmux |cd |git |pip |cp )"
+    r"(\./|sudo |\. |\.venv/|~/|python3 |sqlite3 |\$ |mkdir |journalctl |tmux |cd |git |pip "
+    r"|cp |chmod )"
 )
 # README commands the tests below do not run, and why.
 NOT_RUN = {
@@ -208,6 +209,7 @@ def test_every_readme_command_is_run_or_excused():
         ". .venv/bin/activate",
         "cp users.csv.example users.csv",
         "cp progress_viewer_config.py.example progress_viewer_config.py",
+        "chmod 600 users.csv progress_viewer_config.py",
         "./run demo",
         "python3 -m venv ~/monitoring-venv",
         "sudo ./rsync_notebooks.py",
@@ -334,17 +336,23 @@ def test_viewer_without_venv_says_what_to_do(tmp_path):
 def test_own_course_steps(clone):
     """The Quick start's steps for one's own course, in the clone: the two files copied
     from their examples are what the scripts read (users.csv's rows, the config with
-    PASSWD to set), and the clone's git ignores them."""
-    copies = [
+    PASSWD to set), only your account reads them (the viewer warns otherwise), and the
+    clone's git ignores them."""
+    steps = [
         readme_line(f"cp {name}.example") for name in ("users.csv", "progress_viewer_config.py")
     ]
+    steps.append(readme_line("chmod 600 users.csv"))
     config = clone / "progress_viewer_config.py"
     try:
-        for line in copies:
+        for line in steps:
             ok(shell(line, clone))
+        settings = progress_viewer.load_settings(str(config))
+        assert progress_viewer.startup_problems(settings, str(config)) == [
+            f"no database at {clone / 'sync.sqlite'} yet: has rsync_notebooks.py run?",
+            "PASSWD is not set: names stay hidden",
+        ]
         users = make_database.read_users_csv(str(clone / "users.csv"))
         assert users == make_database.read_users_csv(str(clone / "users.csv.example")) != []
-        settings = progress_viewer.load_settings(str(config))
         assert settings["PASSWD"] == "" and settings["USERS_CSV"] == str(clone / "users.csv")
         ignored = ok(
             shell("git status --porcelain --ignored users.csv progress_viewer_config.py", clone)
