@@ -156,7 +156,8 @@ def shown_version(data, handle, student, assignment, password):
     if history is None or rowid is None:
         return ""
     if not data.names_shown(password):
-        return html.Div(HIDDEN, style={"fontStyle": "italic"})
+        # brought into view by the click as a notebook is: it says why there is none
+        return html.Div(HIDDEN, style={"fontStyle": "italic"}, **{"data-rowid": handle})
     uid = students_of(data, history)[student]
     filename = next((v.filename for v in history.versions[uid] if v.rowid == rowid), None)
     url = data.file_url(filename) if filename else None

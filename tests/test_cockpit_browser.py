@@ -8,6 +8,7 @@ Screenshots go to tests/screenshots/ (docs/screenshots/ with UPDATE_SCREENSHOTS=
 import os
 import re
 import shutil
+import time
 
 import pytest
 from conftest import open_page
@@ -147,6 +148,31 @@ def test_a_stuck_row_opens_its_version_scrolled_to_the_problem(dash_duo, course)
     save(dash_duo, "version.png")
     dash_duo.driver.execute_script("window.scrollTo(0, 0)")
     open_row()  # the same row again
+    assert dash_duo.get_logs() == []
+
+
+def test_a_stuck_row_clicked_without_the_password_shows_why_no_notebook(dash_duo, course):  # noqa: F811
+    """Without the names password a click on a stuck row moved nothing: the version view,
+    far below, said "Type the password..." out of sight, and the page jumped down to it
+    later, when the password was typed. The click brings that message into view; the
+    password typed afterwards leaves the page where it is."""
+    open_page(dash_duo, pv.create_app(settings_for(course)))
+    viewport(dash_duo)
+    wait_until(lambda: any(k == "stuck" for k in table_column(dash_duo, "kind")))
+    row = table_column(dash_duo, "kind").index("stuck")
+    cells = dash_duo.find_elements(f"#{problems.Ids.stuck} td[data-dash-column=student]")
+    cells[row].click()
+    dash_duo.wait_for_text_to_equal(f"#{version.Ids.view}", version.HIDDEN, timeout=15)
+    view = f"#{version.Ids.view}"
+    wait_until(lambda: 0 <= bottom(dash_duo, view) <= HEIGHT)
+    assert scrolled(dash_duo) > HEIGHT / 2
+    time.sleep(2)  # the scroll script brings the view again 0.4 and 1.2 s after a click
+    dash_duo.driver.execute_script("window.scrollTo(0, 0)")
+    type_into(dash_duo, PageIds.password, "s3cret")
+    dash_duo.wait_for_element(f"{view} .nb-cell-number", timeout=15)  # the notebook, shown
+    wait_until(lambda: "student" not in " ".join(table_column(dash_duo, "student")))
+    time.sleep(2)
+    assert scrolled(dash_duo) == 0
     assert dash_duo.get_logs() == []
 
 
