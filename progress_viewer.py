@@ -20,8 +20,8 @@ the directory holding users.csv and sync.sqlite:
     gunicorn progress_viewer:application # behind a WSGI server
 
 Exit codes: 0 stopped normally; 1 the address cannot be listened on (the port is in
-use); 2 bad arguments, a config file that cannot be loaded, or an ACCESS_DB that cannot
-be made.
+use), or no python with dash (`./run setup` makes .venv); 2 bad arguments, a config file
+that cannot be loaded, or an ACCESS_DB that cannot be made.
 """
 
 import argparse
@@ -42,8 +42,9 @@ def run_by_venv_python():
     """`./progress_viewer.py` run by a python3 without dash (.venv not activated): the
     script again under .venv's python when there is one, else a message saying what to do."""
     python = os.path.join(VENV, "bin", "python")
-    if os.path.exists(python) and os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-        with contextlib.suppress(OSError):  # a .venv whose python is gone: the message
+    # once only: the python run again is that very path (whatever sys.prefix it reports)
+    if os.path.exists(python) and os.path.abspath(sys.executable) != python:
+        with contextlib.suppress(OSError):  # a python that cannot be run: the message
             os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
     sys.exit(
         f"progress_viewer.py: {sys.executable} has no dash; run `./run setup` in {HERE}, "
@@ -253,7 +254,7 @@ def set_up_before_serving(app):
     """Dash's setup (its scripts registered, the layout checked), done now rather than by
     the first request: requests that came while another one did it, as a browser's
     scripts to a new gunicorn worker, found no script registered (500s, a page stuck at
-    "Loading...")."""
+    "Loading..."; plotly/dash#3971, open as of Dash 4.4)."""
     with app.server.test_request_context():
         app._setup_server()
 

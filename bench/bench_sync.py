@@ -317,10 +317,16 @@ def main(argv=None):
     parser.add_argument("--notebooks", type=int, default=20)
     parser.add_argument("--tmp", default=None, help="Where to build the course.")
     parser.add_argument(
-        "--copies", type=int, default=9, help="Destination pairs, each with its own loop."
+        "--copies",
+        type=int,
+        default=9,
+        help="Destination pairs, each with its own loop (default: %(default)s).",
     )
     parser.add_argument(
-        "--rounds", type=int, default=4, help="5%% cycles, and no-change cycles, per loop."
+        "--rounds",
+        type=int,
+        default=4,
+        help="5%% cycles, and no-change cycles, per loop (default: %(default)s).",
     )
     parser.add_argument(
         "--loop-sleep",

@@ -287,6 +287,10 @@ class PasswordGate:
             return False
         return self.attempts.admit(client, NAMES, typed, lambda: self.is_right(typed))
 
+    def is_set(self):
+        """False when there is no password (PASSWD empty): names are never shown."""
+        return bool(self.expected)
+
     def locked_out(self, client):
         """True while `client` may not guess the names password (too many wrong ones)."""
         return self.attempts.locked_out(NAMES, client)

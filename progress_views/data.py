@@ -822,7 +822,7 @@ class Data:
 
     def names_password_set(self):
         """False when PASSWD is empty: no password shows the names."""
-        return bool(self.gate.expected)
+        return self.gate.is_set()
 
     def names_locked_out(self):
         """True while this client may not try the names password (too many wrong ones)."""

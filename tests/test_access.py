@@ -285,8 +285,8 @@ def test_token_in_the_url_becomes_a_private_cookie_and_leaves_the_address_bar(co
 def test_the_cookie_is_secure_when_the_page_is_asked_for_over_https(course):  # noqa: F811
     """Behind the README's nginx (TLS ended there, X-Forwarded-Proto: https, TRUSTED_PROXIES
     = 1) the cookie is never sent over plain HTTP; over plain HTTP (./progress_viewer.py on
-    localhost) it has to be; X-Forwarded-Proto from a client no proxy vouches for counts for
-    nothing."""
+    localhost) it has to be; in the app, X-Forwarded-Proto from a client no proxy vouches
+    for counts for nothing."""
 
     def cookie(trusted_proxies, headers):
         settings = settings_for(course, TRUSTED_PROXIES=trusted_proxies)
