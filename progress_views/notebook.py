@@ -269,11 +269,6 @@ def output_text(output):
     return text_of(data.get("text/plain") or data.get("text"))
 
 
-def grade_id_of(cell):
-    """The grade_id of a graded cell, else None."""
-    return make_database.graded_id(cell)
-
-
 def problem_anchor(grade_id):
     """The element id of the graded cell `grade_id` in the rendered notebook. grade_ids are
     the student's text: the id is a hash, safe in any selector."""
@@ -283,7 +278,7 @@ def problem_anchor(grade_id):
 
 def label_of(cell, number):
     """How the view names a cell: its grade_id (cut to MAX_LABEL_CHARS), else `cell N`."""
-    grade_id = grade_id_of(cell)
+    grade_id = make_database.graded_id(cell)
     if grade_id is None:
         return f"cell {number}"
     return grade_id if len(grade_id) <= MAX_LABEL_CHARS else grade_id[:MAX_LABEL_CHARS] + "…"
@@ -430,7 +425,7 @@ def graded_class(cell, grade_id, outcomes):
 def render_cell(cell, number, language, outcomes, room, anchor=None):
     """One cell: a graded cell with its outcome (badge, colour and border style) and, for
     the first cell of its grade_id, the anchor the page scrolls to."""
-    grade_id = grade_id_of(cell)
+    grade_id = make_database.graded_id(cell)
     kind = None if grade_id is None else graded_class(cell, grade_id, outcomes)
     color = CLASS_COLORS.get(kind, "#3c78d8") if kind else "#e4e4e4"
     border = OUTCOME_MARKS.get(kind, ("", "solid"))[1] if kind else "solid"
@@ -463,7 +458,7 @@ def render_notebook(notebook, outcomes):
                 )
             )
             return shown
-        grade_id, anchor = grade_id_of(cell), None
+        grade_id, anchor = make_database.graded_id(cell), None
         if grade_id is not None and grade_id not in anchored:
             anchor = problem_anchor(grade_id)
             anchored.add(grade_id)
